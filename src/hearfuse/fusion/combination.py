@@ -1,0 +1,37 @@
+"""Combining aligned members into one embedding."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+
+CombineMode = Literal["cat", "avg"]
+
+
+def concatenate(features: Sequence[Tensor], *, interleave: bool = False) -> Tensor:
+    """Concatenate ``(n, T, C_i)`` along features.
+
+    Block order gives ``[a_0..a_C, b_0..b_C, …]``. ``interleave=True`` gives
+    ``[a_0, b_0, c_0, a_1, …]`` as the paper's released code did (``stack`` + ``flatten``);
+    the two differ only by a fixed permutation, and interleaving needs equal widths.
+    """
+    if not interleave:
+        return torch.cat(list(features), dim=-1)
+    widths = {f.shape[-1] for f in features}
+    if len(widths) != 1:
+        raise ValueError(f"interleaved concatenation needs equal feature sizes, got {sorted(widths)}")
+    return torch.stack(list(features), dim=-1).flatten(-2)
+
+
+def average(features: Sequence[Tensor]) -> Tensor:
+    """Element-wise mean of equally shaped ``(n, T, C)`` members."""
+    shapes = {tuple(f.shape) for f in features}
+    if len(shapes) != 1:
+        raise ValueError(f"averaging needs members of equal shape, got {sorted(shapes)}; align features first")
+    return torch.stack(list(features)).mean(dim=0)
+
+
+def combined_width(widths: Sequence[int], mode: CombineMode) -> int:
+    return sum(widths) if mode == "cat" else widths[0]

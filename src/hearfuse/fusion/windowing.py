@@ -1,0 +1,62 @@
+"""Long audio in bounded memory: overlapping windows, stitched on the frame grid.
+
+Self-attention makes activation memory grow with clip length (quadratically in the
+attention maps), which is why the paper's models ran out of memory on 10-minute clips.
+A clip longer than ``window_seconds`` is cut into windows that start on the model's frame
+grid; each window contributes only its *core* frames, which keep at least
+``context_seconds`` of real audio on each side (except at the clip's ends). The result has
+exactly the frames of a full-context pass, and peak activation memory is that of one window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..upstream.base import Upstream
+from .aggregation import LayerAggregation, aggregate
+
+
+@dataclass(frozen=True)
+class Windowing:
+    window_seconds: float
+    context_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.context_seconds < 0 or self.window_seconds <= 2 * self.context_seconds:
+            raise ValueError(
+                f"window of {self.window_seconds} s must be longer than twice its context of {self.context_seconds} s"
+            )
+
+
+def windowed_aggregate(
+    upstream: Upstream,
+    audio: Tensor,
+    aggregation: LayerAggregation,
+    windowing: Windowing | None,
+    *,
+    scene: bool = False,
+) -> Tensor:
+    """:func:`aggregate` over the whole clip, windowed when it is long and the model needs context."""
+    num_samples = audio.shape[-1]
+    hop = upstream.hop_samples
+    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
+    if windowing is None or not upstream.context_dependent or num_samples <= window:
+        return aggregate(upstream, audio, aggregation, scene=scene)
+    # Context of at least one receptive field, so every core frame is computable in its window.
+    context = max(round(windowing.context_seconds * upstream.sample_rate) // hop, -(-upstream.receptive_field // hop))
+    core_frames = window // hop - 2 * context
+    if core_frames < 1:
+        raise ValueError(f"window of {windowing.window_seconds} s is too short for its context")
+    total = len(upstream.frame_centers_ms(num_samples, scene=scene))
+    pieces = []
+    for first in range(0, total, core_frames):
+        last = min(first + core_frames, total)
+        start = max(0, min(first - context, (num_samples - window) // hop)) * hop
+        end = num_samples if last == total else min(num_samples, start + window)
+        features = aggregate(upstream, audio[:, start:end], aggregation, scene=scene)
+        offset = start // hop
+        pieces.append(features[:, first - offset : last - offset])
+    return torch.cat(pieces, dim=1)

@@ -1,0 +1,63 @@
+"""The HEAR API (``load_model``, ``get_timestamp_embeddings``, ``get_scene_embeddings``).
+
+Deliberately thin, like the HEAR baselines: the work lives in :class:`~hearfuse.model.FusionModel`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import presets
+from .config import FusionConfig
+from .model import FusionModel
+
+
+def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_options) -> FusionConfig:
+    """A preset name, a ``.toml``/``.json`` config path, or a config; ``""`` is the default preset."""
+    if isinstance(model_file_path, FusionConfig):
+        return model_file_path
+    ref = str(model_file_path) or presets.DEFAULT_PRESET
+    if ref in presets.PAPER_PRESETS:
+        return presets.get(ref, **preset_options)
+    path = Path(ref).expanduser()
+    if path.suffix in (".toml", ".json"):
+        if preset_options:
+            raise ValueError(f"preset options {sorted(preset_options)} only apply to presets, not to {ref}")
+        if not path.is_file():
+            raise FileNotFoundError(f"fusion config file {ref!r} does not exist")
+        return FusionConfig.load(path)
+    raise ValueError(f"{ref!r} is neither a preset ({', '.join(presets.names())}) nor a .toml/.json config file")
+
+
+def load_model(
+    model_file_path: str | Path | FusionConfig = "",
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **preset_options,
+) -> FusionModel:
+    """Build a fused model from a preset name or a config file (HEAR's ``load_model``).
+
+    ``dtype=torch.bfloat16`` runs the members under autocast; outputs stay float32.
+    ``preset_options`` (``normalize``, ``crepe_frames``) select a preset's alternatives.
+    """
+    return FusionModel.from_config(resolve_config(model_file_path, **preset_options), device=device, dtype=dtype)
+
+
+def _check_model(model: object) -> FusionModel:
+    if not isinstance(model, FusionModel):
+        raise ValueError(f"model must be a hearfuse FusionModel from load_model(), got {type(model).__name__}")
+    return model
+
+
+def get_timestamp_embeddings(audio: Tensor, model: FusionModel) -> tuple[Tensor, Tensor]:
+    """Embeddings ``(n_sounds, n_frames, D)`` and their timestamps in ms ``(n_sounds, n_frames)``."""
+    return _check_model(model).timestamp_embeddings(audio)
+
+
+def get_scene_embeddings(audio: Tensor, model: FusionModel) -> Tensor:
+    """One embedding per sound, ``(n_sounds, scene_embedding_size)``."""
+    return _check_model(model).scene_embeddings(audio)

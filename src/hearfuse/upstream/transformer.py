@@ -1,0 +1,132 @@
+"""Transformer SSL speech models (wav2vec 2.0, HuBERT, WavLM, data2vec-audio …) via `transformers`.
+
+All of these share one shape: a strided convolutional front end (25 ms receptive field,
+20 ms hop for the published checkpoints) followed by a stack of transformer blocks. The
+hidden states are the input of every block plus the final output, which is exactly what
+``output_hidden_states=True`` returns (L + 1 states), but they are streamed through forward
+pre-hooks instead of being kept, so averaging 49 layers of HuBERT xLarge costs one layer
+of memory. A family module only has to name its model class and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from .base import CheckpointInfo, Family, StateVisitor, Upstream, register_family
+from .weights import is_cached, load_pretrained
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the visitor needs no more states."""
+
+
+def conv_geometry(kernels: list[int], strides: list[int]) -> tuple[int, int]:
+    """(receptive field, hop) in samples of a stack of 1-D convolutions without padding."""
+    receptive_field, jump = 1, 1
+    for kernel, stride in zip(kernels, strides):
+        receptive_field += (kernel - 1) * jump
+        jump *= stride
+    return receptive_field, jump
+
+
+def _checkpoint_normalizes(model: PreTrainedModel, ref: str) -> bool:
+    """Read ``do_normalize`` from the checkpoint's feature-extractor config, if it ships one."""
+    config_path = Path(ref).expanduser() / "preprocessor_config.json"
+    if not config_path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "preprocessor_config.json")
+            config_path = Path(cached) if isinstance(cached, str) else None
+        except Exception:
+            config_path = None
+    if config_path is not None and config_path.is_file():
+        return bool(json.loads(config_path.read_text()).get("do_normalize", False))
+    # No feature extractor shipped: the wav2vec2 convention is that layer-norm front ends
+    # (the "large, stable layer norm" recipe) were trained on normalised input.
+    return getattr(model.config, "feat_extract_norm", "group") == "layer"
+
+
+class TransformerUpstream(Upstream):
+    """Any `transformers` model with a conv front end and ``encoder.layers``."""
+
+    context_dependent = True
+
+    def __init__(self, model: PreTrainedModel, *, expects_normalized_waveform: bool = False):
+        super().__init__()
+        self.model = model.eval()
+        config = model.config
+        self.receptive_field, self.hop_samples = conv_geometry(list(config.conv_kernel), list(config.conv_stride))
+        self.num_states = config.num_hidden_layers + 1
+        self.feature_dim = config.hidden_size
+        self.expects_normalized_waveform = expects_normalized_waveform
+        self._blocks = self.model.encoder.layers
+
+    def train(self, mode: bool = True) -> "TransformerUpstream":
+        # Frozen feature extractor: layerdrop and dropout must never be active.
+        return super().train(False)
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.receptive_field:
+            return 1
+        return (num_samples - self.receptive_field) // self.hop_samples + 1
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        if num_samples < self.receptive_field:
+            # A short clip is zero-padded on both sides; its one frame is centred on the clip.
+            return torch.tensor([num_samples / 2 * 1000 / self.sample_rate], dtype=torch.float64)
+        starts = torch.arange(self.num_frames(num_samples), dtype=torch.float64) * self.hop_samples
+        return (starts + self.receptive_field / 2) * 1000 / self.sample_rate
+
+    def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
+        missing = self.receptive_field - audio.shape[-1]
+        if missing > 0:
+            audio = F.pad(audio, (missing // 2, missing - missing // 2))
+
+        def on_block_input(index: int, _module, args, kwargs) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if visit(index, hidden):
+                raise _StopForward
+
+        hooks = [
+            block.register_forward_pre_hook(
+                lambda module, args, kwargs, index=index: on_block_input(index, module, args, kwargs),
+                with_kwargs=True,
+            )
+            for index, block in enumerate(self._blocks)
+        ]
+        try:
+            output = self.model(audio)
+            visit(self.num_states - 1, output.last_hidden_state)
+        except _StopForward:
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+def transformer_family(
+    name: str,
+    model_class: type[PreTrainedModel],
+    checkpoints: Mapping[str, CheckpointInfo],
+    description: str,
+) -> Family:
+    """Register a `transformers` SSL family: this is all a new family module needs to call."""
+
+    def build(checkpoint: str, **options) -> TransformerUpstream:
+        if options:
+            raise ValueError(f"family {name!r} takes no options, got {sorted(options)}")
+        model = load_pretrained(model_class, checkpoint)
+        return TransformerUpstream(model, expects_normalized_waveform=_checkpoint_normalizes(model, checkpoint))
+
+    return register_family(
+        Family(name=name, build=build, is_available=is_cached, checkpoints=dict(checkpoints), description=description)
+    )
+

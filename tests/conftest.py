@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny randomly initialised SSL checkpoints saved to disk and loaded back
+through the real loading path (``from_pretrained(local_dir)``) with the hub offline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
+
+from transformers import (  # noqa: E402
+    Data2VecAudioConfig,
+    Data2VecAudioModel,
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
+
+FAMILIES = {
+    "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model, dict(feat_extract_norm="layer", do_stable_layer_norm=True)),
+    "wav2vec2_group": (Wav2Vec2Config, Wav2Vec2Model, dict(feat_extract_norm="group", do_stable_layer_norm=False)),
+    "hubert": (HubertConfig, HubertModel, dict(feat_extract_norm="layer", do_stable_layer_norm=True, hidden_size=40)),
+    "wavlm": (WavLMConfig, WavLMModel, dict(num_buckets=8, max_bucket_distance=20)),
+    "data2vec_audio": (Data2VecAudioConfig, Data2VecAudioModel, dict(num_conv_pos_embeddings=5)),
+}
+
+
+def _save_tiny(root: Path, key: str) -> Path:
+    config_class, model_class, overrides = FAMILIES[key]
+    torch.manual_seed(sum(map(ord, key)))
+    model = model_class(config_class(**{**TINY, **overrides}))
+    directory = root / key
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Directories of tiny random checkpoints, one per family/front-end variant."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {key: _save_tiny(root, key) for key in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_fusion_config(tiny_checkpoints):
+    """The paper's fusion_cat_xwc recipe with tiny transformers and real CREPE tiny weights."""
+    from hearfuse import presets
+
+    config = presets.get("fusion_cat_xwc")
+    checkpoints = {"wav2vec2": str(tiny_checkpoints["wav2vec2"]), "hubert": str(tiny_checkpoints["hubert"]), "crepe": "tiny"}
+    members = tuple(replace(m, checkpoint=checkpoints[m.family]) for m in config.members)
+    return config.with_options(members=members, name="tiny_fusion_cat_xwc")
+
+
+@pytest.fixture(scope="session")
+def tiny_fusion_model(tiny_fusion_config):
+    from hearfuse.model import FusionModel
+
+    return FusionModel.from_config(tiny_fusion_config)
+
+
+def sine_batch(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """Deterministic test audio: harmonic tones plus a little noise, in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(round(seconds * 16000)) / 16000
+    f0 = 110 * 2 ** (torch.arange(n)[:, None] / 5)
+    tone = sum(torch.sin(2 * torch.pi * f0 * k * t) / k for k in (1, 2, 3))
+    return (0.3 * tone + 0.05 * torch.randn(n, len(t), generator=generator)).float()

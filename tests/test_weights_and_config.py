@@ -1,0 +1,210 @@
+"""Weights resolution (local directory, cache, offline errors) and fusion config files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import hearfuse
+from hearfuse import presets
+from hearfuse.config import FusionConfig, MemberConfig
+from hearfuse.upstream import WeightsNotFoundError, get_family, is_cached, is_offline
+
+from .conftest import sine_batch
+
+
+def test_loads_local_directory_offline(tiny_checkpoints):
+    assert is_offline()
+    upstream = get_family("hubert").build(str(tiny_checkpoints["hubert"]))
+    assert upstream.num_states == 4 and upstream.feature_dim == 40
+    assert (upstream.hop_samples, upstream.receptive_field) == (320, 400)
+    assert is_cached(str(tiny_checkpoints["hubert"]))
+
+
+def test_missing_hub_checkpoint_offline_names_it_and_says_how_to_provide_it():
+    with pytest.raises(WeightsNotFoundError) as error:
+        get_family("wav2vec2").build("facebook/wav2vec2-large-960h-lv60-self")
+    message = str(error.value)
+    assert "facebook/wav2vec2-large-960h-lv60-self" in message
+    assert "offline" in message and "save_pretrained" in message and "hearfuse download" in message
+
+
+def test_missing_directory_and_non_checkpoint_directory(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        get_family("hubert").build(str(tmp_path / "nowhere"))
+    with pytest.raises(WeightsNotFoundError, match="not a checkpoint directory"):
+        get_family("hubert").build(str(tmp_path))
+
+
+def test_unknown_family_and_preset():
+    with pytest.raises(ValueError, match="known families"):
+        get_family("whisper")
+    with pytest.raises(ValueError, match="neither a preset"):
+        hearfuse.load_model("wav2vec3")
+
+
+def test_checkpoint_normalisation_flag_is_read_from_feature_extractor(tiny_checkpoints, tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    directory = tmp_path / "normalising"
+    Wav2Vec2Model.from_pretrained(tiny_checkpoints["wav2vec2_group"]).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
+    assert get_family("wav2vec2").build(str(directory)).expects_normalized_waveform
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(directory)
+    assert not get_family("wav2vec2").build(str(directory)).expects_normalized_waveform
+
+
+TOML_EXAMPLE = """
+name = "wavlm_plus_crepe"
+reference = "wavlm"
+combine = "cat"
+time_alignment = "timestamps"
+feature_alignment = "none"
+scene_groups = 2
+
+[[members]]
+name = "wavlm"
+family = "wavlm"
+checkpoint = "./wavlm"
+aggregation = {{ mode = "layers", layers = [0, 2, 3] }}
+normalize = "always"
+
+[[members]]
+name = "crepe"
+family = "crepe"
+checkpoint = "tiny"
+options = {{ hop_ms = 10 }}
+"""
+
+
+def test_toml_config_with_relative_checkpoint_and_new_family(tiny_checkpoints, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_checkpoints["wavlm"], tmp_path / "wavlm")
+    path = tmp_path / "fusion.toml"
+    path.write_text(TOML_EXAMPLE.format())
+    model = hearfuse.load_model(str(path))
+    assert model.timestamp_embedding_size == 32 + 256 and model.scene_embedding_size == 2 * 288
+    embeddings, timestamps = hearfuse.get_timestamp_embeddings(sine_batch(2, 1.0), model)
+    assert embeddings.shape == (2, 49, 288) and timestamps[0, 0] == pytest.approx(12.5)
+    assert model.members["wavlm"].normalize
+
+
+def test_config_round_trips_through_dict_and_json(tmp_path):
+    config = presets.get("fusion_cat_xwc_g")
+    assert FusionConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert FusionConfig.load(path) == config
+
+
+def test_fingerprint_changes_with_anything_that_changes_numbers():
+    config = presets.get("fusion_cat_xwc")
+    assert config.fingerprint() == presets.get("fusion_cat_xwc").fingerprint()
+    assert config.fingerprint() == replace(config, name="renamed").fingerprint()
+    assert config.fingerprint() != presets.get("fusion_cat_xwc", crepe_frames="reference").fingerprint()
+    assert config.fingerprint() != presets.get("cat_xwc").fingerprint()
+    assert config.fingerprint() != replace(config, interleave=False).fingerprint()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"members": []}, "no members"),
+        ({"members": [{"name": "a", "family": "crepe"}]}, "checkpoint"),
+        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny", "hop": 1}]}, "unknown member keys"),
+        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "pooling": "max"}, "unknown fusion"),
+        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "reference": "b"}, "not a member"),
+        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "combine": "sum"}, "combine"),
+        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "combine": "avg", "interleave": True},
+         "interleave"),
+    ],
+)
+def test_malformed_configs_say_what_is_wrong(data, message):
+    with pytest.raises(ValueError, match=message):
+        FusionConfig.from_dict(data)
+
+
+def test_averaging_native_widths_is_rejected_at_load(tiny_checkpoints):
+    config = FusionConfig(
+        "bad",
+        (
+            MemberConfig("w", "wav2vec2", str(tiny_checkpoints["wav2vec2"])),
+            MemberConfig("c", "crepe", "tiny"),
+        ),
+        combine="avg",
+        feature_alignment="none",
+    )
+    with pytest.raises(ValueError, match="feature_alignment"):
+        hearfuse.load_model(config)
+
+
+def test_unknown_crepe_option_and_transformer_option(tiny_checkpoints):
+    with pytest.raises(TypeError):
+        get_family("crepe").build("tiny", hop=10)
+    with pytest.raises(ValueError, match="takes no options"):
+        get_family("hubert").build(str(tiny_checkpoints["hubert"]), hop_ms=10)
+
+
+EXPECTED_SIZES = {
+    "wav2vec2_large": (1024, 1024),
+    "hubert_xlarge": (1280, 1280),
+    "crepe": (2048, 2048),
+    "fusion_wav2vec2_large": (1024, 1024),
+    "fusion_hubert_xlarge": (1280, 1280),
+    "avg_xw": (1024, 1024),
+    "cat_xw": (2048, 2048),
+    "avg_xc": (1024, 1024),
+    "cat_wc": (2048, 2048),
+    "cat_xwc": (3072, 3072),
+    "fusion_cat_xwc": (3072, 3072),
+    "fusion_cat_xwc_g": (3072, 15360),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_SIZES))
+def test_preset_sizes_match_the_paper_code(name):
+    info = presets.describe(presets.get(name))
+    assert (info["timestamp_embedding_size"], info["scene_embedding_size"]) == EXPECTED_SIZES[name]
+
+
+def test_preset_members_and_layers():
+    fusion = presets.get("fusion_cat_xwc")
+    assert [(m.checkpoint, m.aggregation.mode) for m in fusion.members] == [
+        ("facebook/hubert-xlarge-ll60k", "mean"),
+        ("facebook/wav2vec2-large-960h-lv60-self", "mean"),
+        ("full", "last"),
+    ]
+    assert fusion.reference == "wav2vec2" and fusion.interleave and fusion.time_alignment == "stretch"
+    assert presets.get("avg_xw").members[0].checkpoint == "facebook/hubert-large-ll60k"
+    assert presets.get("avg_xc").members[0].checkpoint == "facebook/hubert-xlarge-ll60k"
+    assert all(m.aggregation.mode == "last" for m in presets.get("cat_xwc").members)
+    assert presets.get("fusion_cat_xwc_g").scene_groups == 5
+
+
+def test_preset_alternatives():
+    refined = presets.get("fusion_cat_xwc", normalize="checkpoint", crepe_frames="reference")
+    crepe = next(m for m in refined.members if m.family == "crepe")
+    assert crepe.options == {"hop_ms": 20.0, "scene_hop_ms": 20.0, "first_center_ms": 12.5}
+    assert refined.time_alignment == "timestamps"
+    assert all(m.normalize == "checkpoint" for m in refined.members if m.family != "crepe")
+    with pytest.raises(ValueError):
+        presets.get("fusion_cat_xwc", crepe_frames="nearest")
+
+
+def test_crepe_reference_frames_align_exactly_with_the_reference(tiny_checkpoints):
+    """With CREPE computed at the reference centres, timestamp alignment selects frames, no blending."""
+    config = presets.get("cat_wc", crepe_frames="reference")
+    members = (
+        replace(config.members[0], checkpoint=str(tiny_checkpoints["wav2vec2"])),
+        replace(config.members[1], checkpoint="tiny"),
+    )
+    model = hearfuse.load_model(replace(config, members=members, interleave=False, feature_alignment="none"))
+    audio = sine_batch(1, 1.3)
+    embeddings, _ = model.timestamp_embeddings(audio)
+    with torch.inference_mode():
+        crepe, _ = model.members["crepe"](audio)
+    torch.testing.assert_close(embeddings[..., 32:], crepe[:, : embeddings.shape[1]])
