@@ -60,9 +60,13 @@ def emit(result: dict) -> None:
 def run_worker(module: str, args: list[str]) -> dict:
     """Parent side: run ``python -m module --worker ...`` and return the result it emitted."""
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
-    results = [json.loads(line[len(_RESULT_PREFIX) :]) for line in proc.stdout.splitlines() if line.startswith(_RESULT_PREFIX)]
+    lines = proc.stdout.splitlines()
+    results = [json.loads(line[len(_RESULT_PREFIX) :]) for line in lines if line.startswith(_RESULT_PREFIX)]
     if proc.returncode != 0 or not results:
         raise RuntimeError(f"worker {module} {args} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
     return results[-1]

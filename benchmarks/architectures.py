@@ -97,7 +97,8 @@ def random_upstream(checkpoint: str) -> TransformerUpstream:
     try:
         return RANDOM_BUILDERS[checkpoint]()
     except KeyError:
-        raise ValueError(f"no random full-size architecture for {checkpoint!r}; known: {list(RANDOM_BUILDERS)}") from None
+        known = list(RANDOM_BUILDERS)
+        raise ValueError(f"no random full-size architecture for {checkpoint!r}; known: {known}") from None
 
 
 def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:

@@ -8,7 +8,9 @@ plus CREPE full at a 50 ms hop, interleaved), and with each of its members alone
 ``crepe``, which are exactly those members). CPU, float32, ``torch.set_num_threads``
 (default 2), one warm-up call, then the median of ``--repeats`` timed calls. Reported:
 seconds per clip, real-time factor (audio seconds / wall seconds; > 1 is faster than real
-time), and peak RSS of the process (``resource.getrusage``), both after building the model
+time), the process's CPU utilisation (CPU seconds / (wall seconds x threads); well
+below 1 means other processes were competing for the cores and the times are inflated),
+and peak RSS of the process (``resource.getrusage``), both after building the model
 (weights) and after the runs (weights + activations). Each configuration runs in its own
 process so its peak RSS is its own.
 
@@ -28,6 +30,7 @@ Writes ``benchmarks/results/core_speed.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -58,13 +61,15 @@ def measure(preset: str, seconds: float, repeats: int, threads: int) -> dict:
     params = sum(p.numel() for p in model.parameters())
     audio = synthetic_clip(seconds, seed=0)
 
-    def once() -> tuple[float, tuple[int, ...]]:
-        start = time.perf_counter()
+    def once() -> tuple[float, float, tuple[int, ...]]:
+        start, cpu_start = time.perf_counter(), time.process_time()
         embeddings, _ = hearfuse.get_timestamp_embeddings(audio, model)
-        return time.perf_counter() - start, tuple(embeddings.shape)
+        return time.perf_counter() - start, time.process_time() - cpu_start, tuple(embeddings.shape)
 
-    warmup_s, shape = once()
-    times = [once()[0] for _ in range(repeats)]
+    load_before = os.getloadavg()
+    warmup_s, _, shape = once()
+    runs = [once() for _ in range(repeats)]
+    times, cpu_times = [r[0] for r in runs], [r[1] for r in runs]
     median = statistics.median(times)
     return {
         "preset": preset,
@@ -73,6 +78,11 @@ def measure(preset: str, seconds: float, repeats: int, threads: int) -> dict:
         "warmup_s": warmup_s,
         "times_s": times,
         "median_s": median,
+        "min_s": min(times),
+        # CPU seconds of this process per call / (wall seconds x threads): near 1 when the
+        # cores were ours; well below 1 means other processes competed for them.
+        "cpu_utilisation": statistics.median(c / (t * threads) for c, t in zip(cpu_times, times)),
+        "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
         "real_time_factor": seconds / median,
         "embedding_shape": list(shape),
         "peak_rss_after_build_mib": rss_after_build,
@@ -83,14 +93,14 @@ def measure(preset: str, seconds: float, repeats: int, threads: int) -> dict:
 def table(results: list[dict], seconds: float) -> str:
     lines = [
         f"| configuration ({seconds:g} s clip, CPU fp32) | params | s / clip (median) | real-time factor "
-        "| peak RSS after build | peak RSS after runs |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| peak RSS after build | peak RSS after runs | CPU util |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results:
         lines.append(
             f"| {row['description']} | {row['parameters'] / 1e6:.0f} M | {row['median_s']:.2f} "
             f"| {row['real_time_factor']:.2f}x | {row['peak_rss_after_build_mib'] / 1024:.2f} GiB "
-            f"| {row['peak_rss_mib'] / 1024:.2f} GiB |"
+            f"| {row['peak_rss_mib'] / 1024:.2f} GiB | {row['cpu_utilisation']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -138,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
           f"torch {env['torch']}, {env['date']}; median of {args.repeats} after 1 warm-up")
     print()
     print(table(results, args.seconds))
-    print(f"\nwritten to {path}")
+    print("\nCPU util = process CPU s / (wall s x threads); < ~0.9 means the cores were shared and times are inflated.")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
