@@ -143,3 +143,20 @@ def test_crepe_preset_loads_real_weights_through_hear_module():
     assert embeddings.shape == (2, 22, 2048)
     assert timestamps[0, :2].tolist() == [0.0, 50.0]
     assert module.get_scene_embeddings(sine_batch(2, 1.07), model).shape == (2, 2048)
+
+
+def test_embed_both_kinds_runs_transformers_once_and_matches_separate_calls(tiny_fusion_model):
+    audio = sine_batch(2, 1.6)
+    calls = []
+    hook = tiny_fusion_model.members["hubert"].upstream.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        both = tiny_fusion_model.embed(audio)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    timestamp, timestamps = tiny_fusion_model.timestamp_embeddings(audio)
+    torch.testing.assert_close(both.timestamp_embeddings, timestamp)
+    torch.testing.assert_close(both.timestamps, timestamps)
+    torch.testing.assert_close(both.scene_embeddings, tiny_fusion_model.scene_embeddings(audio))
+    with pytest.raises(ValueError):
+        tiny_fusion_model.embed(audio, timestamp=False, scene=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -16,6 +17,15 @@ from .fusion.pooling import group_pool, mean_pool
 from .fusion.windowing import Windowing, windowed_aggregate
 from .upstream import Upstream, get_family
 from .upstream.base import module_device
+
+
+@dataclass
+class Embeddings:
+    """What :meth:`FusionModel.embed` returns; fields not asked for stay ``None``."""
+
+    timestamp_embeddings: Tensor | None = None
+    timestamps: Tensor | None = None
+    scene_embeddings: Tensor | None = None
 
 
 def check_audio(audio: object) -> Tensor:
@@ -114,12 +124,50 @@ class FusionModel(nn.Module):
 
     def fused_frames(self, audio: Tensor, *, scene: bool = False) -> tuple[Tensor, Tensor]:
         """Combined frame embeddings ``(n, T, D)`` and the reference frame centres ``(T,)`` in ms."""
-        audio = check_audio(audio).to(self.device)
+        return self._fused(check_audio(audio), (scene,))[scene]
+
+    def embed(self, audio: Tensor, *, timestamp: bool = True, scene: bool = True) -> Embeddings:
+        """Timestamp and/or scene embeddings from one pass of each member where they share frames.
+
+        Transformer members run once for both kinds; only members whose scene frames differ
+        (CREPE at its coarser scene hop) run a second time.
+        """
+        if not (timestamp or scene):
+            raise ValueError("ask for timestamp and/or scene embeddings")
+        kinds = tuple(kind for kind, wanted in ((False, timestamp), (True, scene)) if wanted)
+        fused = self._fused(check_audio(audio), kinds)
+        result = Embeddings()
+        if timestamp:
+            frames, centres_ms = fused[False]
+            result.timestamp_embeddings = frames
+            result.timestamps = centres_ms.to(torch.float32).to(frames.device).expand(frames.shape[0], -1)
+        if scene:
+            frames, _ = fused[True]
+            groups = self.config.scene_groups
+            result.scene_embeddings = mean_pool(frames) if groups == 1 else group_pool(frames, groups)
+        return result
+
+    def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """HEAR timestamp embeddings ``(n, T, D)`` and timestamps in ms ``(n, T)``, float32."""
+        result = self.embed(audio, scene=False)
+        return result.timestamp_embeddings, result.timestamps
+
+    def scene_embeddings(self, audio: Tensor) -> Tensor:
+        """HEAR scene embeddings ``(n, scene_embedding_size)``, float32."""
+        return self.embed(audio, timestamp=False).scene_embeddings
+
+    def _fused(self, audio: Tensor, kinds: tuple[bool, ...]) -> dict[bool, tuple[Tensor, Tensor]]:
+        audio = audio.to(self.device)
         with torch.inference_mode():
+            outputs: dict[bool, dict[str, tuple[Tensor, Tensor]]] = {kind: {} for kind in kinds}
             with self._autocast():
-                outputs = {name: member(audio, scene=scene) for name, member in self.members.items()}
-            combined, reference_ms = self._combine(outputs)
-        return combined.float(), reference_ms
+                for name, member in self.members.items():
+                    for kind in kinds:
+                        if kind and False in outputs and not member.upstream.scene_frames_differ:
+                            outputs[kind][name] = outputs[False][name]
+                        else:
+                            outputs[kind][name] = member(audio, scene=kind)
+            return {kind: self._combine(outputs[kind]) for kind in kinds}
 
     def _combine(self, outputs: Mapping[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         config = self.config
@@ -135,18 +183,7 @@ class FusionModel(nn.Module):
                 features = resample_at(features, centres_ms, reference_ms)
             aligned.append(features)
         if config.combine == "avg":
-            return average(aligned), reference_ms
-        return concatenate(aligned, interleave=config.interleave), reference_ms
-
-    def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        """HEAR timestamp embeddings ``(n, T, D)`` and timestamps in ms ``(n, T)``, float32."""
-        embeddings, centres_ms = self.fused_frames(audio)
-        timestamps = centres_ms.to(torch.float32).to(embeddings.device).expand(embeddings.shape[0], -1)
-        return embeddings, timestamps
-
-    def scene_embeddings(self, audio: Tensor) -> Tensor:
-        """HEAR scene embeddings ``(n, scene_embedding_size)``, float32."""
-        embeddings, _ = self.fused_frames(audio, scene=True)
-        if self.config.scene_groups == 1:
-            return mean_pool(embeddings)
-        return group_pool(embeddings, self.config.scene_groups)
+            combined = average(aligned)
+        else:
+            combined = concatenate(aligned, interleave=config.interleave)
+        return combined.float(), reference_ms

@@ -53,6 +53,11 @@ class Upstream(nn.Module, ABC):
         (the paper runs CREPE at a 250 ms hop there); most families ignore it.
         """
 
+    @property
+    def scene_frames_differ(self) -> bool:
+        """Whether ``scene=True`` produces other frames (so a timestamp pass cannot be reused)."""
+        return False
+
     def hidden_states(self, audio: Tensor, *, scene: bool = False) -> list[Tensor]:
         """All hidden states as a list (convenient for analysis; uses memory per layer)."""
         states: list[Tensor] = []

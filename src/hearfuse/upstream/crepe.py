@@ -171,6 +171,10 @@ class CrepeUpstream(Upstream):
     def train(self, mode: bool = True) -> "CrepeUpstream":
         return super().train(False)  # BatchNorm must keep its running statistics
 
+    @property
+    def scene_frames_differ(self) -> bool:
+        return self.scene_hop_samples != self.hop_samples
+
     def _hop(self, scene: bool) -> int:
         return self.scene_hop_samples if scene else self.hop_samples
 

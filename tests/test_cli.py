@@ -1,0 +1,86 @@
+"""The command line, called in-process through ``hearfuse.cli.main``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hearfuse.cli import build_parser, main
+
+from .test_corpus import _config, _tone
+
+
+@pytest.mark.parametrize("command", [[], ["embed"], ["models"], ["download"]])
+def test_help_is_complete(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: hearfuse" in text
+    if command == ["embed"]:
+        for option in ("--model", "--out", "--kind", "--device", "--dtype", "--batch-seconds", "--shard", "examples:"):
+            assert option in text
+
+
+def test_models_lists_every_preset_with_sizes_and_weights(capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "fusion_cat_xwc_g" in text and "3072/15360" in text
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    crepe = next(row for row in rows if row["name"] == "crepe")
+    assert crepe["weights_available"] and crepe["timestamp_embedding_size"] == 2048
+
+
+def test_download_says_what_is_there_and_fails_clearly_offline(capsys):
+    assert main(["download", "crepe"]) == 0
+    assert "already available" in capsys.readouterr().out
+    assert main(["download", "wav2vec2_large"]) == 1
+    error = capsys.readouterr().err
+    assert "facebook/wav2vec2-large-960h-lv60-self" in error
+
+
+def test_embed_without_weights_exits_2_with_the_checkpoint_named(tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", _tone(16000, 0.5, 440), 16000)
+    assert main(["embed", str(tmp_path / "a.wav"), "--model", "hubert_xlarge", "--out", str(tmp_path / "o")]) == 2
+    assert "facebook/hubert-xlarge-ll60k" in capsys.readouterr().err
+
+
+def test_shards_split_a_collection_into_one_output_tree(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(10):
+        sf.write(inputs / f"c{index}.wav", _tone(16000, 0.3, 200 + 50 * index), 16000)
+    config = str(_config(tmp_path))
+    out = tmp_path / "out"
+    for shard in ("1/2", "2/2"):
+        assert main(["embed", str(inputs), "--model", config, "--out", str(out), "--shard", shard, "-q"]) == 0
+    assert len(list(out.glob("*.npz"))) == 10
+    counts = [len((out / f"manifest-shard-{i}-of-2.jsonl").read_text().splitlines()) for i in (1, 2)]
+    assert sum(counts) == 10 and min(counts) > 0
+    assert main(["embed", str(inputs), "--model", config, "--out", str(out), "-q"]) == 0
+    assert "skipped 10 already done" in capsys.readouterr().out
+
+
+def test_embed_kind_scene_only_and_bad_files_exit_1(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sf.write(inputs / "good.flac", _tone(22050, 0.5, 440, channels=2), 22050)
+    (inputs / "bad.wav").write_text("text")
+    out = tmp_path / "out"
+    code = main(["embed", str(inputs / "*.*"), "--model", str(_config(tmp_path)), "--out", str(out), "--kind", "scene", "-q"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "failed: bad.wav" in captured.err and "failed 1" in captured.out
+    with np.load(out / "good.flac.npz") as arrays:
+        assert set(arrays.files) == {"scene_embedding"}
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["embed", "x.wav"])  # --out is required
+    assert exit_info.value.code == 2
+    assert main(["embed", "x.wav", "--out", "o", "--shard", "3/2"]) == 2

@@ -1,0 +1,220 @@
+"""Embedding audio collections: formats, bad files, resume after SIGKILL, shards, resampling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import hearfuse
+from hearfuse.audio import AudioError, load_audio
+from hearfuse.corpus import discover, embed_files, in_shard, parse_shard, plan_batches
+
+RATES = (8000, 22050, 44100, 48000)
+
+CREPE_CONFIG = """
+name = "crepe_{capacity}_{hop}"
+[[members]]
+name = "crepe"
+family = "crepe"
+checkpoint = "{capacity}"
+options = {{ hop_ms = {hop}, scene_hop_ms = {hop} }}
+"""
+
+
+def _config(tmp_path: Path, capacity: str = "tiny", hop: int = 50) -> Path:
+    path = tmp_path / f"crepe_{capacity}_{hop}.toml"
+    path.write_text(CREPE_CONFIG.format(capacity=capacity, hop=hop))
+    return path
+
+
+def _tone(rate: int, seconds: float, frequency: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(round(rate * seconds)) / rate
+    mono = 0.4 * np.sin(2 * np.pi * frequency * t)
+    return np.stack([mono, 0.5 * mono], axis=1) if channels == 2 else mono
+
+
+@pytest.fixture()
+def collection(tmp_path) -> Path:
+    """Real files of several formats, rates and channel counts, plus every kind of bad file."""
+    root = tmp_path / "in"
+    (root / "music" / "deep").mkdir(parents=True)
+    index = 0
+    for rate in RATES:
+        for fmt in ("wav", "flac", "ogg"):
+            for channels in (1, 2):
+                folder = root / ("music/deep" if index % 3 == 0 else "music" if index % 3 == 1 else "")
+                sf.write(folder / f"tone_{rate}_{channels}ch.{fmt}", _tone(rate, 0.6 + 0.1 * (index % 2), 200 + 40 * index, channels), rate)
+                index += 1
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.wav").write_text("this is a text file renamed .wav\n")
+    sf.write(root / "zero.wav", np.zeros(0), 16000)
+    good = (root / "music" / "deep" / "tone_8000_1ch.wav").read_bytes()
+    (root / "corrupt.flac").write_bytes(b"fLaC" + os.urandom(2000))
+    (root / "truncated.wav").write_bytes(good[:30])
+    (root / "readme.txt").write_text("not picked up: not an audio extension")
+    return root
+
+
+BAD = {"empty.wav", "notes.wav", "zero.wav", "corrupt.flac", "truncated.wav"}
+
+
+def test_embeds_every_format_rate_and_layout_and_records_bad_files(collection, tmp_path):
+    model = hearfuse.load_model(_config(tmp_path))
+    out = tmp_path / "out"
+    summary = embed_files(model, [collection], out, progress=False)
+    assert summary.embedded == 24 and summary.skipped == 0
+    assert {f.relative for f in summary.failures} == BAD
+    records = {r["path"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert len(records) == 29
+    for name in BAD:
+        assert records[name]["status"] == "failed" and records[name]["error"]
+    assert "empty" in records["empty.wav"]["error"] and "zero samples" in records["zero.wav"]["error"]
+    record = records["music/deep/tone_8000_1ch.wav"]
+    assert record["status"] == "ok" and record["sample_rate"] == 8000 and record["duration"] == pytest.approx(0.6)
+    assert record["config_fingerprint"] == model.config.fingerprint() and record["model"] == "crepe_tiny_50"
+    with np.load(out / record["output"]) as arrays:
+        assert arrays["timestamp_embeddings"].shape == (1 + 9600 // 800, 256)
+        assert arrays["timestamps"].shape == (13,) and arrays["scene_embedding"].shape == (256,)
+        assert arrays["timestamp_embeddings"].dtype == np.float32
+    assert (out / "music" / "deep" / "tone_8000_1ch.wav.npz").is_file()  # mirrors the input tree
+    assert not list(out.rglob("*.partial"))
+
+
+def test_rerun_skips_done_files_and_redoes_changed_ones(collection, tmp_path):
+    model = hearfuse.load_model(_config(tmp_path))
+    out = tmp_path / "out"
+    embed_files(model, [collection], out, progress=False)
+    again = embed_files(model, [collection], out, progress=False)
+    assert again.embedded == 0 and again.skipped == 24 and len(again.failures) == len(BAD)
+    changed = collection / "music" / "tone_8000_2ch.wav"
+    sf.write(changed, _tone(8000, 0.9, 300, 2), 8000)
+    third = embed_files(model, [collection], out, progress=False)
+    assert third.embedded == 1
+    other_model = hearfuse.load_model(_config(tmp_path, hop=25))
+    assert embed_files(other_model, [collection], out, progress=False, kinds=("scene",)).embedded == 24
+
+
+def test_outputs_equal_the_hear_api_on_the_loaded_audio(collection, tmp_path):
+    import torch
+
+    model = hearfuse.load_model(_config(tmp_path))
+    out = tmp_path / "out"
+    embed_files(model, [collection], out, progress=False, batch_seconds=100)
+    (item,) = [f for f in discover([collection]) if f.path.name == "tone_44100_2ch.ogg"]
+    audio = torch.from_numpy(load_audio(item.path, 16000))[None]
+    expected, timestamps = hearfuse.get_timestamp_embeddings(audio, model)
+    with np.load(out / item.output) as arrays:
+        np.testing.assert_allclose(arrays["timestamp_embeddings"], expected[0].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(arrays["timestamps"], timestamps[0].numpy())
+
+
+def test_resampling_matches_the_analytic_signal(tmp_path):
+    for rate in RATES:
+        path = tmp_path / f"sine_{rate}.wav"
+        sf.write(path, _tone(rate, 1.0, 1000.0), rate, subtype="FLOAT")
+        audio = load_audio(path, 16000)
+        assert len(audio) == 16000
+        expected = _tone(16000, 1.0, 1000.0)
+        middle = slice(400, -400)  # away from the filter's edge effects
+        assert np.max(np.abs(audio[middle] - expected[middle])) < 2e-3
+
+
+def test_stereo_is_downmixed_by_averaging(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left, right = _tone(16000, 0.5, 300), _tone(16000, 0.5, 700)
+    sf.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path, 16000), (left + right) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, content, message", [("e.wav", b"", "empty"), ("t.wav", b"hello", "not readable")])
+def test_load_audio_errors(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(AudioError, match=message):
+        load_audio(tmp_path / name, 16000)
+
+
+def test_shards_cover_every_input_exactly_once(collection):
+    files = discover([collection])
+    for count in (1, 2, 3, 7):
+        shards = [{str(f.relative) for f in files if in_shard(f, (i, count))} for i in range(1, count + 1)]
+        assert set().union(*shards) == {str(f.relative) for f in files}
+        assert sum(map(len, shards)) == len(files)
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "2"])
+def test_bad_shard_specs(text):
+    with pytest.raises(ValueError):
+        parse_shard(text)
+
+
+def test_discovery_of_files_folders_and_globs(collection):
+    by_folder = {str(f.relative) for f in discover([collection])}
+    assert "readme.txt" not in by_folder and "music/deep/tone_8000_1ch.wav" in by_folder
+    by_glob = {str(f.relative) for f in discover([str(collection / "music" / "**" / "*.flac")])}
+    assert by_glob == {s[len("music/"):] for s in by_folder if s.startswith("music/") and s.endswith(".flac")}
+    named = discover([collection / "notes.wav"])
+    assert [str(f.relative) for f in named] == ["notes.wav"]
+    with pytest.raises(FileNotFoundError):
+        discover([collection / "missing.wav"])
+    assert len(discover([collection / "music" / "deep", collection / "music" / "deep" / "tone_8000_1ch.wav"])) == 8
+    twin = collection.parent / "twin"
+    twin.mkdir()
+    (twin / "tone_8000_1ch.wav").write_bytes((collection / "music" / "deep" / "tone_8000_1ch.wav").read_bytes())
+    with pytest.raises(ValueError, match="common parent"):
+        discover([collection / "music" / "deep", twin])
+
+
+def test_batches_hold_only_equal_lengths_and_respect_the_budget(collection):
+    from hearfuse.audio import audio_info
+
+    items = [(f, audio_info(f.path)) for f in discover([collection / "music"])]
+    for batch in plan_batches(items, batch_seconds=2.0):
+        assert len({(info.frames, info.sample_rate) for _, info in batch}) == 1
+        assert len(batch) == 1 or sum(info.duration for _, info in batch) <= 2.0
+    assert sum(len(b) for b in plan_batches(items, 2.0)) == len(items)
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hearfuse", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_sigkill_is_byte_identical_and_skips_finished_files(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(8):
+        sf.write(inputs / f"clip{index:02d}.wav", _tone(16000, 0.6 + index / 100, 150 + 30 * index), 16000)
+    config = _config(tmp_path, capacity="full", hop=25)  # slow enough (~0.4 s a file) to be killed mid-run
+    reference = tmp_path / "reference"
+    embed_files(hearfuse.load_model(config), [inputs], reference, progress=False, batch_seconds=1)
+
+    out = tmp_path / "out"
+    run = _cli("embed", str(inputs), "--model", str(config), "--out", str(out), "--batch-seconds", "1", "-q")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        manifest = out / "manifest.jsonl"
+        if manifest.is_file() and manifest.read_text().count('"ok"') >= 2:
+            break
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    finished = (out / "manifest.jsonl").read_text().count('"ok"')
+    assert 2 <= finished < 8, "the run should have been killed mid-way"
+
+    rerun = _cli("embed", str(inputs), "--model", str(config), "--out", str(out), "--batch-seconds", "1", "-q")
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert f"skipped {finished} already done" in stdout
+    for expected in sorted(reference.glob("*.npz")):
+        assert (out / expected.name).read_bytes() == expected.read_bytes()
+    assert len(list(out.glob("*.npz"))) == 8
