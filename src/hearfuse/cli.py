@@ -90,6 +90,59 @@ def _download(args: argparse.Namespace) -> int:
     return status
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation.evaluate import EvaluationSettings, evaluate
+    from .evaluation.report import write_report
+
+    results_dir = Path(args.results)
+    settings = EvaluationSettings(
+        cache_dir=Path(args.cache or results_dir / "embeddings"),
+        results_dir=results_dir,
+        device=args.device,
+        seed=args.seed,
+        grid_points=args.grid_points,
+        batch_seconds=args.batch_seconds,
+        max_epochs=args.max_epochs,
+        progress=not args.quiet,
+    )
+    torch.manual_seed(args.seed)
+    results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=_DTYPES[args.dtype])
+    markdown, chart = write_report(results_dir)
+    print(Path(markdown).read_text())
+    print(f"report: {markdown}, chart: {chart}")
+    failed = [r for r in results if r["status"] != "ok"]
+    for result in failed:
+        print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .evaluation.report import write_report
+
+    markdown, chart = write_report(args.results, args.out)
+    print(open(markdown).read())
+    print(f"report: {markdown}, chart: {chart}")
+    return 0
+
+
+def _check_task(args: argparse.Namespace) -> int:
+    from .evaluation.tasks import TaskError, find_tasks, load_task
+
+    status = 0
+    paths = [p for root in args.dirs for p in (find_tasks(root) or [root])]
+    for path in paths:
+        try:
+            task = load_task(path)
+            print(f"ok: {task.name} ({task.embedding_type}, {task.prediction_type}, {task.split_mode}, "
+                  f"{len(task.labels)} labels, metrics {', '.join(task.metrics)})")
+        except TaskError as error:
+            print(error, file=sys.stderr)
+            status = 1
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hearfuse",
@@ -139,6 +192,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("presets", nargs="+", metavar="PRESET", help="preset name or .toml/.json fusion config")
     fetch.set_defaults(run=_download)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score presets/configs on HEAR-layout tasks (shallow MLP on frozen embeddings)",
+        description="For every model x task: embed every split (cached, resumable), search the HEAR grid of "
+        "downstream MLPs on the first fold, train the chosen one on every fold and score it with the task's "
+        "metrics. Writes RESULTS/<model>/<task>.json, RESULTS/report.md and RESULTS/report.png. Finished "
+        "model x task results are not recomputed; a failing task is reported and the others go on.",
+        epilog="examples:\n  hearfuse evaluate --model crepe --tasks tasks/ --results results/\n"
+        "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--model", "-m", action="append", required=True,
+                          help="preset name or .toml/.json config; repeat for several models")
+    evaluate.add_argument("--tasks", required=True, help="a task directory or a folder of task directories")
+    evaluate.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
+    evaluate.add_argument("--results", default="results", help="results directory (default: results)")
+    evaluate.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
+    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                          help="device for embedding and training (default: cuda when available)")
+    evaluate.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="autocast precision of the models")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the grid draw and training (default: 0)")
+    evaluate.add_argument("--grid-points", type=int, default=8, help="configurations of the grid tried (default: 8)")
+    evaluate.add_argument("--max-epochs", type=int, default=500, help="epoch limit per training (default: 500)")
+    evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
+    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    evaluate.set_defaults(run=_evaluate)
+
+    report = commands.add_parser(
+        "report", help="re-render report.md and report.png from a results directory",
+        description="Render the markdown table (rows = models, columns = tasks, best in bold, second underlined) "
+        "and the bar chart from RESULTS/<model>/<task>.json files.",
+        epilog="example:\n  hearfuse report results/", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("results", help="results directory written by `hearfuse evaluate`")
+    report.add_argument("--out", help="where to write report.md/report.png (default: the results directory)")
+    report.set_defaults(run=_report)
+
+    tasks = commands.add_parser("tasks", help="work with HEAR-layout task directories",
+                                description="Work with task directories in the layout HEAR's preprocessing writes.")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    check = task_commands.add_parser(
+        "check", help="validate task directories and say exactly what is malformed",
+        description="Validate task directories (metadata, label vocabulary, split files, labels, audio files).",
+        epilog="example:\n  hearfuse tasks check tasks/", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("dirs", nargs="+", metavar="DIR", help="a task directory or a folder of task directories")
+    check.set_defaults(run=_check_task)
     return parser
 
 

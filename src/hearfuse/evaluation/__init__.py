@@ -1,0 +1,1 @@
+"""Evaluation the HEAR way: tasks, embedding cache, downstream training, metrics, reports."""

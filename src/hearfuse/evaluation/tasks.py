@@ -1,0 +1,243 @@
+"""HEAR tasks on disk: reading, validating, and the fold rotation of the protocol.
+
+Layout (as HEAR's preprocessing writes it)::
+
+    <name>-<version>-<mode>/
+      task_metadata.json     embedding_type, prediction_type, split_mode, splits, evaluation, ...
+      labelvocabulary.csv    idx,label
+      <split>.json           scene: {file: [labels]}   event: {file: [{label, start, end}]} (ms)
+      <sample_rate>/<split>/<file>
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .metrics import METRICS
+
+EMBEDDING_TYPES = ("scene", "event")
+PREDICTION_TYPES = ("multiclass", "multilabel")
+SPLIT_MODES = ("trainvaltest", "presplit_kfold", "new_split_kfold")
+#: Default event decoding grid of the HEAR 2021 evaluation (overridable per task).
+DEFAULT_EVENT_POSTPROCESSING = {"median_filter_ms": [250.0], "min_duration": [125.0, 250.0]}
+
+
+class TaskError(ValueError):
+    """A malformed task directory; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/valid/test assignment of splits."""
+
+    index: int
+    train: tuple[str, ...]
+    valid: str
+    test: str
+
+
+@dataclass(frozen=True)
+class Task:
+    path: Path
+    name: str
+    embedding_type: str
+    prediction_type: str
+    split_mode: str
+    splits: tuple[str, ...]
+    metrics: tuple[str, ...]
+    labels: tuple[str, ...]
+    sample_rates: tuple[int, ...]
+    evaluation_params: dict
+    metadata: dict
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def label_to_index(self) -> dict[str, int]:
+        return {label: index for index, label in enumerate(self.labels)}
+
+    @property
+    def event_postprocessing_grid(self) -> dict[str, list[float]]:
+        return dict(self.evaluation_params.get("event_postprocessing_grid", DEFAULT_EVENT_POSTPROCESSING))
+
+    def folds(self) -> list[Fold]:
+        """trainvaltest: one fold. k-fold: fold i tests, fold i+1 validates, the rest train."""
+        if self.split_mode == "trainvaltest":
+            return [Fold(0, ("train",), "valid", "test")]
+        count = len(self.splits)
+        return [
+            Fold(
+                i,
+                tuple(s for j, s in enumerate(self.splits) if j not in (i, (i + 1) % count)),
+                self.splits[(i + 1) % count],
+                self.splits[i],
+            )
+            for i in range(count)
+        ]
+
+    def split_labels(self, split: str) -> dict[str, Any]:
+        """The ``<split>.json`` mapping of file name to labels (scene) or events (event)."""
+        return json.loads((self.path / f"{split}.json").read_text())
+
+    def audio_dir(self, split: str, sample_rate: int = 16000) -> Path:
+        """Audio of a split at ``sample_rate`` if present, else at the closest rate above it."""
+        rates = sorted(self.sample_rates, key=lambda r: (r < sample_rate, abs(r - sample_rate)))
+        return self.path / str(rates[0]) / split
+
+
+def load_task(path: str | Path, *, check_audio: bool = True) -> Task:
+    """Read and validate a task directory; :class:`TaskError` says exactly what is malformed."""
+    path = Path(path)
+    problems: list[str] = []
+    if not path.is_dir():
+        raise TaskError(f"task directory {path} does not exist")
+    metadata = _read_json(path / "task_metadata.json", problems)
+    if not isinstance(metadata, dict):
+        raise TaskError(_format(path, problems or ["task_metadata.json must hold a JSON object"]))
+
+    def field(name: str, allowed: tuple[str, ...] | None = None):
+        value = metadata.get(name)
+        if value is None:
+            problems.append(f"task_metadata.json: missing {name!r}")
+        elif allowed and value not in allowed:
+            problems.append(f"task_metadata.json: {name}={value!r} is not one of {list(allowed)}")
+        return value
+
+    embedding_type = field("embedding_type", EMBEDDING_TYPES)
+    prediction_type = field("prediction_type", PREDICTION_TYPES)
+    split_mode = field("split_mode", SPLIT_MODES)
+    metrics = metadata.get("evaluation")
+    if not isinstance(metrics, list) or not metrics:
+        problems.append("task_metadata.json: 'evaluation' must be a non-empty list of metric names")
+        metrics = []
+    for metric in metrics:
+        if metric not in METRICS:
+            problems.append(f"task_metadata.json: unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    splits = metadata.get("splits")
+    if splits is None and split_mode == "trainvaltest":
+        splits = ["train", "valid", "test"]
+    if not isinstance(splits, list) or not splits:
+        problems.append("task_metadata.json: 'splits' must be a non-empty list")
+        splits = []
+    splits = [s["name"] if isinstance(s, dict) else str(s) for s in splits]
+    if split_mode == "trainvaltest" and sorted(splits) != ["test", "train", "valid"]:
+        problems.append(f"split_mode trainvaltest needs splits train, valid, test; got {splits}")
+    if split_mode in ("presplit_kfold", "new_split_kfold") and len(splits) < 3:
+        problems.append(f"split_mode {split_mode} needs at least 3 folds; got {splits}")
+    evaluation_params = metadata.get("evaluation_params") or {}
+    if not isinstance(evaluation_params, dict):
+        problems.append("task_metadata.json: 'evaluation_params' must be an object")
+        evaluation_params = {}
+
+    labels = _read_vocabulary(path / "labelvocabulary.csv", problems)
+    sample_rates = tuple(sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
+    if check_audio and not sample_rates:
+        problems.append("no audio folder <sample_rate>/ (e.g. 16000/) in the task directory")
+    task = Task(
+        path=path,
+        name=path.name,
+        embedding_type=embedding_type,
+        prediction_type=prediction_type,
+        split_mode=split_mode,
+        splits=tuple(splits),
+        metrics=tuple(metrics),
+        labels=tuple(labels),
+        sample_rates=sample_rates,
+        evaluation_params=evaluation_params,
+        metadata=metadata,
+    )
+    known = set(labels)
+    for split in splits:
+        content = _read_json(path / f"{split}.json", problems)
+        if content is None:
+            continue
+        if not isinstance(content, dict):
+            problems.append(f"{split}.json must map file names to labels")
+            continue
+        _check_split(task, split, content, known, problems)
+        if check_audio and sample_rates:
+            audio_dir = task.audio_dir(split)
+            missing = [name for name in content if not (audio_dir / name).is_file()]
+            if missing:
+                problems.append(f"{len(missing)} audio files of split {split!r} missing in {audio_dir}, e.g. {missing[:3]}")
+    if problems:
+        raise TaskError(_format(path, problems))
+    return task
+
+
+def _check_split(task: Task, split: str, content: dict, known: set[str], problems: list[str]) -> None:
+    for name, value in content.items():
+        if task.embedding_type == "scene":
+            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+                problems.append(f"{split}.json: {name!r} must map to a list of labels")
+                continue
+            labels = [str(v) for v in value]
+            if task.prediction_type == "multiclass" and len(labels) != 1:
+                problems.append(f"{split}.json: multiclass file {name!r} has {len(labels)} labels, expected 1")
+        else:
+            if not isinstance(value, list):
+                problems.append(f"{split}.json: {name!r} must map to a list of events")
+                continue
+            labels = []
+            for event in value:
+                if not isinstance(event, dict) or not {"label", "start", "end"} <= set(event):
+                    problems.append(f"{split}.json: {name!r} has an event without label/start/end: {event}")
+                    continue
+                if not 0 <= float(event["start"]) <= float(event["end"]):
+                    problems.append(f"{split}.json: {name!r} has an event with start > end or < 0: {event}")
+                labels.append(str(event["label"]))
+        unknown = sorted(set(labels) - known)
+        if unknown:
+            problems.append(f"{split}.json: {name!r} uses labels not in labelvocabulary.csv: {unknown}")
+
+
+def _read_json(path: Path, problems: list[str]):
+    if not path.is_file():
+        problems.append(f"missing {path.name}")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        problems.append(f"{path.name} is not valid JSON: {error}")
+        return None
+
+
+def _read_vocabulary(path: Path, problems: list[str]) -> list[str]:
+    if not path.is_file():
+        problems.append("missing labelvocabulary.csv")
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"idx", "label"} <= set(rows[0]):
+        problems.append("labelvocabulary.csv needs columns idx,label and at least one row")
+        return []
+    try:
+        by_index = {int(row["idx"]): str(row["label"]) for row in rows}
+    except ValueError:
+        problems.append("labelvocabulary.csv: idx must be integers")
+        return []
+    if sorted(by_index) != list(range(len(rows))):
+        problems.append("labelvocabulary.csv: idx must be 0..n-1, each once")
+        return []
+    labels = [by_index[i] for i in range(len(rows))]
+    if len(set(labels)) != len(labels):
+        problems.append("labelvocabulary.csv: labels must be unique")
+    return labels
+
+
+def _format(path: Path, problems: list[str]) -> str:
+    return f"malformed task {path}:\n  - " + "\n  - ".join(problems)
+
+
+def find_tasks(root: str | Path) -> list[Path]:
+    """Task directories under ``root`` (or ``root`` itself when it is one)."""
+    root = Path(root)
+    if (root / "task_metadata.json").is_file():
+        return [root]
+    return sorted(p.parent for p in root.glob("*/task_metadata.json"))
