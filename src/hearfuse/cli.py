@@ -52,6 +52,9 @@ def _preset_options(args: argparse.Namespace) -> dict:
 
 def _models(args: argparse.Namespace) -> int:
     rows = [presets.describe(presets.get(name)) for name in presets.names()]
+    if args.available:
+        print("\n".join(row["name"] for row in rows if row["weights_available"]))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -143,6 +146,28 @@ def _check_task(args: argparse.Namespace) -> int:
     return status
 
 
+def _build_tasks(args: argparse.Namespace) -> int:
+    import time
+
+    from .suite.build import build_suite
+
+    started = time.perf_counter()
+    directories = build_suite(args.out, size=args.size, seed=args.seed, only=args.only or (), progress=not args.quiet)
+    for directory in directories:
+        print(directory)
+    print(f"{len(directories)} tasks in {args.out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _list_tasks(args: argparse.Namespace) -> int:
+    from .suite.build import SUITE
+
+    for task in SUITE.values():
+        print(f"{task.name:16} {task.kind:20} stands in for {task.stands_in_for}")
+        print(f"{'':16} labels: {task.labels}; metric: {task.metric}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hearfuse",
@@ -182,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  hearfuse models\n  hearfuse models --json", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.add_argument("--available", action="store_true", help="only the names of presets whose weights are here")
     models.set_defaults(run=_models)
 
     fetch = commands.add_parser(
@@ -239,6 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("dirs", nargs="+", metavar="DIR", help="a task directory or a folder of task directories")
     check.set_defaults(run=_check_task)
+
+    build = task_commands.add_parser(
+        "build", help="build the offline suite (FluidR3 GM instruments, espeak-ng speech) in the HEAR layout",
+        description="Render the offline benchmark suite into DIR/<task>-v1-<size>/ in the HEAR task layout. "
+        "Deterministic for a seed (same bytes on rerun); finished tasks are reused. Needs the Debian packages "
+        "fluidsynth, fluid-soundfont-gm, espeak-ng and sox.",
+        epilog="examples:\n  hearfuse tasks build --out tasks/ --size ci\n"
+        "  hearfuse tasks build --out tasks/ --size full --only gm_pitch spoken_words",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument("--out", "-o", required=True, help="directory to write the tasks into")
+    build.add_argument("--size", choices=("ci", "full"), default="ci",
+                       help="ci: minutes to build, for tests and demos; full: enough to separate models (default: ci)")
+    build.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these tasks")
+    build.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    build.set_defaults(run=_build_tasks)
+
+    listing = task_commands.add_parser("list", help="describe the suite's tasks",
+                                       description="Describe each task of the offline suite.")
+    listing.set_defaults(run=_list_tasks)
     return parser
 
 

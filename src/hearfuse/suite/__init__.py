@@ -1,0 +1,1 @@
+"""An offline benchmark suite from real instrument samples (FluidR3 GM) and synthetic speech (espeak-ng)."""
