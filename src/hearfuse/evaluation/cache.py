@@ -100,10 +100,9 @@ def embed_split(
                 times_file.write(times[clip].tobytes())
                 index_file.write(json.dumps({"file": name, "start": rows_done, "count": embeddings.shape[1]}) + "\n")
                 rows_done += embeddings.shape[1]
-            rows_file.flush(), times_file.flush()
-            os.fsync(rows_file.fileno()), os.fsync(times_file.fileno())
-            index_file.flush()
-            os.fsync(index_file.fileno())
+            for handle in (rows_file, times_file, index_file):  # rows reach disk before their index lines
+                handle.flush()
+                os.fsync(handle.fileno())
             if progress is not None:
                 progress(len(batch))
     return read_split(directory)
@@ -135,13 +134,14 @@ def _read_index(directory: Path) -> list[dict]:
     path = directory / "index.jsonl"
     if not path.is_file():
         return []
+    lines = path.read_text().splitlines()
     entries = []
-    for line in path.read_text().splitlines():
+    for line in lines:
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
             break  # a line cut short by a killed run: everything after it is redone
-    if len(entries) != len(path.read_text().splitlines()):
+    if len(entries) != len(lines):
         path.write_text("".join(json.dumps(e) + "\n" for e in entries))
     return entries
 
