@@ -13,6 +13,7 @@ from . import presets
 from .hear import resolve_config
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 _EPILOG_EMBED = """examples:
   hearfuse embed recordings/ --model crepe --out embeddings/
@@ -190,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", "-o", required=True, help="output directory (created if missing)")
     embed.add_argument("--kind", choices=("timestamp", "scene", "both"), default="both",
                        help="which embeddings to write (default: both)")
-    embed.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    embed.add_argument("--device", default=_DEFAULT_DEVICE,
+                       help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     embed.add_argument("--dtype", choices=tuple(_DTYPES), default="float32",
                        help="autocast precision of the models; outputs are float32 (default: float32)")
     embed.add_argument("--batch-seconds", type=float, default=60.0,
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
     evaluate.add_argument("--results", default="results", help="results directory (default: results)")
     evaluate.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
-    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    evaluate.add_argument("--device", default=_DEFAULT_DEVICE,
                           help="device for embedding and training (default: cuda when available)")
     evaluate.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="autocast precision of the models")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the grid draw and training (default: 0)")
