@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_aud
 from .model import FusionModel
 
 KINDS = ("timestamp", "scene")
+T = TypeVar("T")
 _GLOB_CHARS = set("*?[")
 
 
@@ -188,26 +189,31 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(partial, path)
 
 
-def plan_batches(items: list[tuple[InputFile, AudioInfo]], batch_seconds: float) -> list[list[tuple[InputFile, AudioInfo]]]:
-    """Batches of clips with identical length and rate (so no padding ever changes an output).
+def consecutive_batches(items: Iterable[tuple[T, AudioInfo]], batch_seconds: float) -> Iterator[list[tuple[T, AudioInfo]]]:
+    """Group consecutive clips of identical length and rate, up to ``batch_seconds`` of audio a batch.
 
     Group-norm front ends (wav2vec2 Base) normalise over the whole input, so padding a clip
     would change its embedding; equal-length clips, common in benchmarks, batch exactly.
+    Lazy, so ``items`` may read each clip's header only when its batch is formed.
     """
-    batches: list[list[tuple[InputFile, AudioInfo]]] = []
+    batch: list[tuple[T, AudioInfo]] = []
+    for pair in items:
+        info = pair[1]
+        if batch and (
+            (batch[0][1].frames, batch[0][1].sample_rate) != (info.frames, info.sample_rate)
+            or (len(batch) + 1) * info.duration > batch_seconds
+        ):
+            yield batch
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield batch
+
+
+def plan_batches(items: list[tuple[InputFile, AudioInfo]], batch_seconds: float) -> list[list[tuple[InputFile, AudioInfo]]]:
+    """:func:`consecutive_batches` after sorting by length, so equal lengths anywhere in the input share batches."""
     ordered = sorted(items, key=lambda pair: (pair[1].frames, pair[1].sample_rate, str(pair[0].relative)))
-    for pair in ordered:
-        last = batches[-1] if batches else None
-        fits = (
-            last is not None
-            and (last[0][1].frames, last[0][1].sample_rate) == (pair[1].frames, pair[1].sample_rate)
-            and (len(last) + 1) * pair[1].duration <= batch_seconds
-        )
-        if fits:
-            last.append(pair)
-        else:
-            batches.append([pair])
-    return batches
+    return list(consecutive_batches(ordered, batch_seconds))
 
 
 def embed_files(

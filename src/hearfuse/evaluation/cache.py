@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..audio import AudioError, audio_info, load_audio
+from ..corpus import consecutive_batches
 from ..model import FusionModel
 from .tasks import Task
 
@@ -163,18 +164,13 @@ def _load(path: Path, sample_rate: int) -> np.ndarray:
 
 def _batches(audio_dir: Path, names: list[str], batch_seconds: float):
     """Consecutive clips of equal length (no padding), up to ``batch_seconds`` of audio."""
-    batch: list[str] = []
-    shape = None
-    for name in names:
-        try:
-            info = audio_info(audio_dir / name)
-        except (AudioError, OSError) as error:
-            raise EmbeddingError(f"{audio_dir / name}: {error}") from None
-        key = (info.frames, info.sample_rate)
-        if batch and (key != shape or (len(batch) + 1) * info.duration > batch_seconds):
-            yield batch
-            batch = []
-        batch.append(name)
-        shape = key
-    if batch:
-        yield batch
+
+    def with_info():
+        for name in names:
+            try:
+                yield name, audio_info(audio_dir / name)
+            except (AudioError, OSError) as error:
+                raise EmbeddingError(f"{audio_dir / name}: {error}") from None
+
+    for batch in consecutive_batches(with_info(), batch_seconds):
+        yield [name for name, _ in batch]
