@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hearfuse.fusion.alignment import resample_at, stretch
+from hearfuse.fusion.alignment import resample_at, stretch, stretch_map, timestamp_map
 from hearfuse.fusion.combination import average, concatenate
-from hearfuse.fusion.pooling import group_pool, mean_pool
+from hearfuse.fusion.pooling import group_pool, mean_pool, pooling_weights
 
 
 def _half_pixel_reference(values: np.ndarray, size: int) -> np.ndarray:
@@ -111,3 +111,32 @@ def test_group_pool_with_fewer_frames_than_groups(frames):
     pooled = group_pool(x, 5)
     assert pooled.shape == (1, 5)
     assert pooled[0].tolist() == [float(g * frames // 5) for g in range(5)]
+
+
+@pytest.mark.parametrize("source, target", [(5, 13), (13, 5), (49, 49), (201, 500), (1, 7)])
+def test_stretch_pull_back_moves_pooling_onto_source_frames(source, target):
+    """weights @ stretch(x) == pull_back(weights) @ x, with stretch done by numpy.interp."""
+    rng = np.random.default_rng(source + target)
+    values = rng.normal(size=(source, 3))
+    weights = rng.normal(size=(4, target))
+    stretched = np.stack([_half_pixel_reference(values[:, c], target) for c in range(3)], axis=1)
+    pulled = stretch_map(source, target).pull_back(torch.from_numpy(weights)).numpy()
+    np.testing.assert_allclose(pulled @ values, weights @ stretched, rtol=1e-10, atol=1e-10)
+
+
+def test_timestamp_pull_back_moves_pooling_onto_source_frames():
+    rng = np.random.default_rng(1)
+    source_ms = np.arange(0, 3001, 250.0)  # CREPE at its 250 ms scene hop
+    target_ms = 12.5 + 20 * np.arange(150)
+    values = rng.normal(size=(len(source_ms), 2))
+    weights = rng.normal(size=(5, len(target_ms)))
+    interpolated = np.stack([np.interp(target_ms, source_ms, values[:, c]) for c in range(2)], axis=1)
+    pulled = timestamp_map(torch.from_numpy(source_ms), torch.from_numpy(target_ms)).pull_back(torch.from_numpy(weights))
+    np.testing.assert_allclose(pulled.numpy() @ values, weights @ interpolated, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("frames, groups", [(10, 1), (12, 5), (3, 5)])
+def test_pooling_weights_rows_sum_to_one(frames, groups):
+    weights = pooling_weights(frames, groups)
+    assert weights.shape == (groups, frames)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(groups, dtype=torch.float64))

@@ -55,7 +55,7 @@ def test_fused_layout_is_interleaved_members(tiny_fusion_model):
     embeddings, _ = tiny_fusion_model.timestamp_embeddings(audio)
     member = tiny_fusion_model.members["wav2vec2"]
     with torch.inference_mode():
-        wav2vec2, _ = member(audio)
+        wav2vec2 = member(audio)
     torch.testing.assert_close(embeddings[..., 1::3], wav2vec2)
 
 
@@ -66,9 +66,40 @@ def test_scene_uses_coarser_crepe_hop_and_groups(tiny_fusion_config):
     assert model.scene_embedding_size == 5 * 96
     audio = sine_batch(2, 2.0)
     frames, _ = model.fused_frames(audio, scene=True)
-    from hearfuse.fusion.pooling import group_pool
+    usable = frames.shape[1] // 5 * 5
+    expected = frames[:, :usable].numpy().reshape(2, 5, usable // 5, -1).mean(axis=2).reshape(2, -1)
+    torch.testing.assert_close(model.scene_embeddings(audio), torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
 
-    torch.testing.assert_close(model.scene_embeddings(audio), group_pool(frames, 5))
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"scene_groups": 1},
+        {"scene_groups": 5},
+        {"scene_groups": 5, "time_alignment": "timestamps"},
+        {"combine": "avg", "interleave": False},
+    ],
+)
+def test_windowed_scene_pooling_equals_pooling_the_full_frames(tiny_fusion_config, options, monkeypatch):
+    """Scene embeddings of a long clip are pooled window by window, never from the whole sequence."""
+    from hearfuse.model import FusionModel, Member
+
+    config = tiny_fusion_config.with_options(window_seconds=1.0, window_context_seconds=0.2, **options)
+    model = FusionModel.from_config(config)
+    audio = sine_batch(2, 4.3)
+    frames, _ = model.fused_frames(audio, scene=True)
+    groups = config.scene_groups
+    usable = frames.shape[1] // groups * groups
+    expected = frames[:, :usable].numpy().reshape(2, groups, usable // groups, -1).mean(axis=2).reshape(2, -1)
+
+    def whole_sequence(*args, **kwargs):
+        raise AssertionError("scene pooling materialised a member's whole frame sequence")
+
+    monkeypatch.setattr(Member, "forward", whole_sequence)
+    scene = model.scene_embeddings(audio)
+    torch.testing.assert_close(scene, torch.from_numpy(expected), rtol=1e-4, atol=1e-5)
+    monkeypatch.undo()
+    torch.testing.assert_close(model.embed(audio).scene_embeddings, scene, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("samples", [1, 100, 399, 400, 1600])

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from .config import FusionConfig, MemberConfig
 from .fusion.aggregation import LayerAggregation
-from .fusion.alignment import resample_at, stretch
+from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
-from .fusion.pooling import group_pool, mean_pool
-from .fusion.windowing import Windowing, windowed_aggregate
+from .fusion.pooling import pool, pooling_weights
+from .fusion.windowing import Windowing, windowed_pieces
 from .upstream import Upstream, get_family
 from .upstream.base import module_device
 
@@ -68,12 +68,19 @@ class Member(nn.Module):
             "checkpoint": upstream.expects_normalized_waveform,
         }[config.normalize]
 
-    def forward(self, audio: Tensor, *, scene: bool = False) -> tuple[Tensor, Tensor]:
-        """Aggregated features ``(n, T, C)`` (float32) and frame centres in ms ``(T,)``."""
+    def forward(self, audio: Tensor, *, scene: bool = False) -> Tensor:
+        """Aggregated features ``(n, T, C)`` (float32) on :meth:`frame_centers_ms`."""
+        pieces = list(self.pieces(audio, scene=scene))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+    def pieces(self, audio: Tensor, *, scene: bool = False) -> Iterator[Tensor]:
+        """The same features as consecutive frame pieces, one long-audio window at a time."""
         if self.normalize:
             audio = zero_mean_unit_variance(audio)
-        features = windowed_aggregate(self.upstream, audio, self.aggregation, self.windowing, scene=scene)
-        return features, self.upstream.frame_centers_ms(audio.shape[-1], scene=scene)
+        return windowed_pieces(self.upstream, audio, self.aggregation, self.windowing, scene=scene)
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        return self.upstream.frame_centers_ms(num_samples, scene=scene)
 
 
 class FusionModel(nn.Module):
@@ -124,27 +131,49 @@ class FusionModel(nn.Module):
 
     def fused_frames(self, audio: Tensor, *, scene: bool = False) -> tuple[Tensor, Tensor]:
         """Combined frame embeddings ``(n, T, D)`` and the reference frame centres ``(T,)`` in ms."""
-        return self._fused(check_audio(audio), (scene,))[scene]
+        audio = check_audio(audio).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            frames = {name: member(audio, scene=scene) for name, member in self.members.items()}
+        target_ms = self._reference.frame_centers_ms(audio.shape[-1], scene=scene)
+        maps = self._time_maps(audio.shape[-1], scene=scene)
+        return self._join({name: maps[name].apply(x) for name, x in frames.items()}), target_ms
 
     def embed(self, audio: Tensor, *, timestamp: bool = True, scene: bool = True) -> Embeddings:
         """Timestamp and/or scene embeddings from one pass of each member where they share frames.
 
         Transformer members run once for both kinds; only members whose scene frames differ
-        (CREPE at its coarser scene hop) run a second time.
+        (CREPE at its coarser scene hop) run a second time. Scene embeddings are pooled window
+        by window on each member's own frames (the pooling weights pulled back through the
+        time alignment), so their memory does not grow with clip length.
         """
         if not (timestamp or scene):
             raise ValueError("ask for timestamp and/or scene embeddings")
-        kinds = tuple(kind for kind, wanted in ((False, timestamp), (True, scene)) if wanted)
-        fused = self._fused(check_audio(audio), kinds)
+        audio = check_audio(audio).to(self.device)
+        num_samples = audio.shape[-1]
         result = Embeddings()
-        if timestamp:
-            frames, centres_ms = fused[False]
-            result.timestamp_embeddings = frames
-            result.timestamps = centres_ms.to(torch.float32).to(frames.device).expand(frames.shape[0], -1)
+        frames: dict[str, Tensor] = {}
+        pooled: dict[str, Tensor] = {}
         if scene:
-            frames, _ = fused[True]
-            groups = self.config.scene_groups
-            result.scene_embeddings = mean_pool(frames) if groups == 1 else group_pool(frames, groups)
+            reference_frames = len(self._reference.frame_centers_ms(num_samples, scene=True))
+            target_weights = pooling_weights(reference_frames, self.config.scene_groups)
+            scene_maps = self._time_maps(num_samples, scene=True)
+        with torch.inference_mode(), self._autocast():
+            for name, member in self.members.items():
+                if timestamp:
+                    frames[name] = member(audio)
+                if scene:
+                    weights = scene_maps[name].pull_back(target_weights)
+                    shared = timestamp and not member.upstream.scene_frames_differ
+                    pieces = [frames[name]] if shared else member.pieces(audio, scene=True)
+                    pooled[name] = _pool_pieces(pieces, weights)
+        if timestamp:
+            maps = self._time_maps(num_samples, scene=False)
+            combined = self._join({name: maps[name].apply(x) for name, x in frames.items()})
+            centres_ms = self._reference.frame_centers_ms(num_samples)
+            result.timestamp_embeddings = combined
+            result.timestamps = centres_ms.to(torch.float32).to(combined.device).expand(combined.shape[0], -1)
+        if scene:
+            result.scene_embeddings = self._join(pooled).flatten(1)
         return result
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
@@ -156,34 +185,38 @@ class FusionModel(nn.Module):
         """HEAR scene embeddings ``(n, scene_embedding_size)``, float32."""
         return self.embed(audio, timestamp=False).scene_embeddings
 
-    def _fused(self, audio: Tensor, kinds: tuple[bool, ...]) -> dict[bool, tuple[Tensor, Tensor]]:
-        audio = audio.to(self.device)
-        with torch.inference_mode():
-            outputs: dict[bool, dict[str, tuple[Tensor, Tensor]]] = {kind: {} for kind in kinds}
-            with self._autocast():
-                for name, member in self.members.items():
-                    for kind in kinds:
-                        if kind and False in outputs and not member.upstream.scene_frames_differ:
-                            outputs[kind][name] = outputs[False][name]
-                        else:
-                            outputs[kind][name] = member(audio, scene=kind)
-            return {kind: self._combine(outputs[kind]) for kind in kinds}
+    @property
+    def _reference(self) -> Member:
+        return self.members[self.config.reference_member.name]
 
-    def _combine(self, outputs: Mapping[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        config = self.config
-        reference_features, reference_ms = outputs[config.reference_member.name]
-        native = {name: features.shape[-1] for name, (features, _) in outputs.items()}
-        aligned = []
-        for member, width in zip(config.members, config.aligned_widths(native)):
-            features, centres_ms = outputs[member.name]
-            features = stretch(features, width, dim=2)
-            if config.time_alignment == "stretch":
-                features = stretch(features, reference_features.shape[1], dim=1)
+    def _time_maps(self, num_samples: int, *, scene: bool) -> dict[str, LinearMap]:
+        """How each member's frames map onto the reference member's frames."""
+        target_ms = self._reference.frame_centers_ms(num_samples, scene=scene)
+        maps = {}
+        for name, member in self.members.items():
+            source_ms = member.frame_centers_ms(num_samples, scene=scene)
+            if self.config.time_alignment == "stretch":
+                maps[name] = stretch_map(len(source_ms), len(target_ms))
             else:
-                features = resample_at(features, centres_ms, reference_ms)
-            aligned.append(features)
-        if config.combine == "avg":
-            combined = average(aligned)
-        else:
-            combined = concatenate(aligned, interleave=config.interleave)
-        return combined.float(), reference_ms
+                maps[name] = timestamp_map(source_ms, target_ms)
+        return maps
+
+    def _join(self, aligned: Mapping[str, Tensor]) -> Tensor:
+        """Members already on the reference frames ``(n, T, C_m)`` -> ``(n, T, D)``: widths aligned, combined."""
+        config = self.config
+        native = {name: x.shape[-1] for name, x in aligned.items()}
+        members = [stretch(aligned[m.name], width, dim=2) for m, width in zip(config.members, config.aligned_widths(native))]
+        combined = average(members) if config.combine == "avg" else concatenate(members, interleave=config.interleave)
+        return combined.float()
+
+
+def _pool_pieces(pieces: Iterable[Tensor], weights: Tensor) -> Tensor:
+    """Scene pooling ``(n, G, C)`` accumulated over consecutive frame pieces."""
+    total, first = None, 0
+    for piece in pieces:
+        part = pool(piece, weights[:, first : first + piece.shape[1]])
+        total = part if total is None else total + part
+        first += piece.shape[1]
+    if first != weights.shape[1]:
+        raise RuntimeError(f"member produced {first} frames where {weights.shape[1]} were expected")
+    return total

@@ -10,6 +10,8 @@ at the reference frames' centres, using each member's own frame centres.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,17 +27,69 @@ def stretch(x: Tensor, size: int, dim: int) -> Tensor:
     return out.reshape(*moved.shape[:-1], size).movedim(-1, dim)
 
 
-def resample_at(x: Tensor, source_ms: Tensor, target_ms: Tensor) -> Tensor:
-    """Linear interpolation of ``x`` ``(n, T, C)`` from frames at ``source_ms`` to ``target_ms``.
+@dataclass(frozen=True)
+class LinearMap:
+    """Linear interpolation from ``num_source`` frames: target ``i`` is
+    ``(1 - fraction[i]) * x[left[i]] + fraction[i] * x[right[i]]``.
 
-    Values outside the source range take the nearest end frame (like ``numpy.interp``).
+    Keeping the map explicit lets scene pooling pull its weights back onto a member's own
+    frames (:meth:`pull_back`) instead of materialising the aligned sequence.
     """
-    source = source_ms.to(torch.float64)
-    target = target_ms.to(torch.float64).clamp(source[0], source[-1])
+
+    left: Tensor
+    right: Tensor
+    fraction: Tensor
+    num_source: int
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Interpolate ``x`` ``(n, num_source, C)`` to ``(n, num_target, C)``."""
+        if self.is_identity:
+            return x
+        fraction = self.fraction.to(x.device, x.dtype)[None, :, None]
+        return torch.lerp(x[:, self.left.to(x.device)], x[:, self.right.to(x.device)], fraction)
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            len(self.left) == self.num_source
+            and torch.equal(self.left, torch.arange(self.num_source))
+            and not bool(self.fraction.any())
+        )
+
+    def pull_back(self, weights: Tensor) -> Tensor:
+        """Weights ``(G, num_target)`` over target frames as weights ``(G, num_source)`` over source frames.
+
+        ``weights @ map(x) == map.pull_back(weights) @ x`` for every ``x``.
+        """
+        weights = weights.to(torch.float64)
+        source = torch.zeros(weights.shape[0], self.num_source, dtype=torch.float64)
+        source.index_add_(1, self.left, weights * (1 - self.fraction))
+        source.index_add_(1, self.right, weights * self.fraction)
+        return source
+
+
+def stretch_map(num_source: int, num_target: int) -> LinearMap:
+    """:func:`stretch` along time as a :class:`LinearMap` (PyTorch's half-pixel rule, clamped)."""
+    position = ((torch.arange(num_target, dtype=torch.float64) + 0.5) * num_source / num_target - 0.5).clamp_min(0)
+    left = position.floor().long().clamp_max(num_source - 1)
+    right = (left + 1).clamp_max(num_source - 1)
+    return LinearMap(left, right, position - left, num_source)
+
+
+def timestamp_map(source_ms: Tensor, target_ms: Tensor) -> LinearMap:
+    """Interpolation from frames centred at ``source_ms`` to ``target_ms``; outside the source
+    range the nearest end frame (like ``numpy.interp``)."""
+    source = source_ms.to(torch.float64).cpu()
+    target = target_ms.to(torch.float64).cpu().clamp(source[0], source[-1])
     if len(source) == 1:
-        return x[:, :1].expand(-1, len(target), -1)
+        zeros = torch.zeros(len(target), dtype=torch.long)
+        return LinearMap(zeros, zeros, torch.zeros(len(target), dtype=torch.float64), 1)
     right = torch.searchsorted(source, target, right=True).clamp(1, len(source) - 1)
     left = right - 1
-    fraction = ((target - source[left]) / (source[right] - source[left])).to(x.dtype).to(x.device)
-    left, right = left.to(x.device), right.to(x.device)
-    return torch.lerp(x[:, left], x[:, right], fraction[None, :, None])
+    fraction = (target - source[left]) / (source[right] - source[left])
+    return LinearMap(left, right, fraction, len(source))
+
+
+def resample_at(x: Tensor, source_ms: Tensor, target_ms: Tensor) -> Tensor:
+    """Linear interpolation of ``x`` ``(n, T, C)`` from frames at ``source_ms`` to ``target_ms``."""
+    return timestamp_map(source_ms, target_ms).apply(x)

@@ -11,6 +11,7 @@ exactly the frames of a full-context pass, and peak activation memory is that of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -31,6 +32,40 @@ class Windowing:
             )
 
 
+def windowed_pieces(
+    upstream: Upstream,
+    audio: Tensor,
+    aggregation: LayerAggregation,
+    windowing: Windowing | None,
+    *,
+    scene: bool = False,
+) -> Iterator[Tensor]:
+    """:func:`aggregate` over the whole clip as consecutive frame pieces ``(n, t_i, C)``.
+
+    One piece when the clip fits a window (or the model needs no context); otherwise the
+    core frames of each window in order, so a consumer can reduce them without holding all.
+    """
+    num_samples = audio.shape[-1]
+    hop = upstream.hop_samples
+    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
+    if windowing is None or not upstream.context_dependent or num_samples <= window:
+        yield aggregate(upstream, audio, aggregation, scene=scene)
+        return
+    # Context of at least one receptive field, so every core frame is computable in its window.
+    context = max(round(windowing.context_seconds * upstream.sample_rate) // hop, -(-upstream.receptive_field // hop))
+    core_frames = window // hop - 2 * context
+    if core_frames < 1:
+        raise ValueError(f"window of {windowing.window_seconds} s is too short for its context")
+    total = len(upstream.frame_centers_ms(num_samples, scene=scene))
+    for first in range(0, total, core_frames):
+        last = min(first + core_frames, total)
+        start = max(0, min(first - context, (num_samples - window) // hop)) * hop
+        end = num_samples if last == total else min(num_samples, start + window)
+        features = aggregate(upstream, audio[:, start:end], aggregation, scene=scene)
+        offset = start // hop
+        yield features[:, first - offset : last - offset]
+
+
 def windowed_aggregate(
     upstream: Upstream,
     audio: Tensor,
@@ -40,23 +75,5 @@ def windowed_aggregate(
     scene: bool = False,
 ) -> Tensor:
     """:func:`aggregate` over the whole clip, windowed when it is long and the model needs context."""
-    num_samples = audio.shape[-1]
-    hop = upstream.hop_samples
-    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
-    if windowing is None or not upstream.context_dependent or num_samples <= window:
-        return aggregate(upstream, audio, aggregation, scene=scene)
-    # Context of at least one receptive field, so every core frame is computable in its window.
-    context = max(round(windowing.context_seconds * upstream.sample_rate) // hop, -(-upstream.receptive_field // hop))
-    core_frames = window // hop - 2 * context
-    if core_frames < 1:
-        raise ValueError(f"window of {windowing.window_seconds} s is too short for its context")
-    total = len(upstream.frame_centers_ms(num_samples, scene=scene))
-    pieces = []
-    for first in range(0, total, core_frames):
-        last = min(first + core_frames, total)
-        start = max(0, min(first - context, (num_samples - window) // hop)) * hop
-        end = num_samples if last == total else min(num_samples, start + window)
-        features = aggregate(upstream, audio[:, start:end], aggregation, scene=scene)
-        offset = start // hop
-        pieces.append(features[:, first - offset : last - offset])
-    return torch.cat(pieces, dim=1)
+    pieces = list(windowed_pieces(upstream, audio, aggregation, windowing, scene=scene))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
