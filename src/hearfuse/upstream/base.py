@@ -31,8 +31,9 @@ class Upstream(nn.Module, ABC):
     num_states: int
     #: Size of each hidden state's feature axis.
     feature_dim: int
-    #: True when a frame's value depends on the whole input (self-attention): long inputs
-    #: then need windowing. False when frames are computed independently (CREPE).
+    #: True when a frame's value depends on the whole input (self-attention): long inputs are
+    #: then windowed with context. False when frames are computed independently (CREPE):
+    #: windows then need only one receptive field of overlap and are exact.
     context_dependent: bool
     #: Frame hop in samples (for timestamp embeddings).
     hop_samples: int
@@ -53,10 +54,14 @@ class Upstream(nn.Module, ABC):
         (the paper runs CREPE at a 250 ms hop there); most families ignore it.
         """
 
+    def frame_hop_samples(self, *, scene: bool = False) -> int:
+        """Samples between consecutive frames of the given kind."""
+        return self.hop_samples
+
     @property
     def scene_frames_differ(self) -> bool:
         """Whether ``scene=True`` produces other frames (so a timestamp pass cannot be reused)."""
-        return False
+        return self.frame_hop_samples(scene=True) != self.frame_hop_samples()
 
     def hidden_states(self, audio: Tensor, *, scene: bool = False) -> list[Tensor]:
         """All hidden states as a list (convenient for analysis; uses memory per layer)."""

@@ -171,20 +171,16 @@ class CrepeUpstream(Upstream):
     def train(self, mode: bool = True) -> "CrepeUpstream":
         return super().train(False)  # BatchNorm must keep its running statistics
 
-    @property
-    def scene_frames_differ(self) -> bool:
-        return self.scene_hop_samples != self.hop_samples
-
-    def _hop(self, scene: bool) -> int:
+    def frame_hop_samples(self, *, scene: bool = False) -> int:
         return self.scene_hop_samples if scene else self.hop_samples
 
     def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
-        hop = self._hop(scene)
+        hop = self.frame_hop_samples(scene=scene)
         count = centered_frame_count(num_samples, hop, self.first_center)
         return (self.first_center + torch.arange(count, dtype=torch.float64) * hop) * 1000 / SAMPLE_RATE
 
     def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
-        visit(0, self.embed(audio, hop=self._hop(scene)))
+        visit(0, self.embed(audio, hop=self.frame_hop_samples(scene=scene)))
 
     def embed(self, audio: Tensor, *, hop: int) -> Tensor:
         """Pool-5 embeddings ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time."""

@@ -1,0 +1,242 @@
+"""Throughput: our implementation against a re-creation of the original approach, in one run.
+
+What it measures, for ``fusion_cat_xwc`` HEAR timestamp embeddings of ``--clips`` clips of
+``--seconds`` s (synthetic music-like audio, :mod:`benchmarks.signals`):
+
+- **ours**: :class:`hearfuse.FusionModel` with batches of ``--batch`` clips under
+  ``--dtype`` autocast (default bfloat16);
+- **original**: :mod:`benchmarks.original`, the submission's way (one clip at a time,
+  float32, all hidden states kept, torchcrepe's Conv2d CREPE).
+
+For each: audio seconds per wall second (the real-time factor), model FLOPs per audio
+second (counted with ``torch.utils.flop_counter`` on one clip, attention included),
+achieved TFLOP/s (their product), and peak memory (process peak RSS on CPU,
+``torch.cuda.max_memory_allocated`` on GPU). Then the speed ratio ours / original, and how
+far ours is from the fp32 path: per-frame cosine similarity of its embeddings to the same
+model in float32 (min and mean over frames), plus the cosine to the original's output.
+
+Each side runs in its own process (so its peak memory is its own), with one warm-up batch
+first. The transformers have RANDOM weights (full-size architectures, the same seeded
+weights on both sides, see :mod:`benchmarks.architectures`); time, FLOPs and memory depend
+on shapes, not values. CREPE uses its real weights on both sides.
+
+Run: ``python -m benchmarks.throughput`` (CPU, 2 threads, 4 clips) or, on a GPU machine,
+``python -m benchmarks.throughput --device cuda --clips 64 --batch 16`` (a few minutes on an
+H100). Writes ``benchmarks/results/throughput_<device>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from ._env import emit, environment, peak_rss_mib, run_worker, write_json
+from .architectures import WEIGHTS_LABEL, random_fusion_model, random_hubert_xlarge, random_wav2vec2_large
+from .original import OriginalFusionCatXWC, torchcrepe_network
+from .signals import synthetic_clip
+
+PRESET = "fusion_cat_xwc"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(run, modules: list[torch.nn.Module], device: torch.device) -> int:
+    """FLOPs of ``run()`` (matmuls, convolutions and attention; elementwise ops are not counted)."""
+    for module in modules:  # the counter's module tracker hooks autograd, which inference_mode forbids
+        module.requires_grad_(False)
+    extra = {}
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is not None:  # not in torch's FLOP registry: count it like the GPU kernels
+        extra[cpu_attention] = _attention_flops
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return counter.get_total_flops()
+
+
+def clips(count: int, seconds: float, device: torch.device) -> torch.Tensor:
+    return torch.cat([synthetic_clip(seconds, seed=index) for index in range(count)]).to(device)
+
+
+def frame_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    cosine = F.cosine_similarity(a.double(), b.double(), dim=-1).flatten()
+    return cosine.min().item(), cosine.mean().item()
+
+
+def measure(side: str, args: argparse.Namespace) -> dict:
+    """Worker: build one side, count its FLOPs on one clip, time all clips, record peak memory."""
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
+        torch.backends.cudnn.allow_tf32 = False
+    audio = clips(args.clips, args.seconds, device)
+    dtype = DTYPES[args.dtype]
+    batch = args.batch
+    if side == "original":
+        # The same seeded random transformers as random_fusion_model builds for ours.
+        original = OriginalFusionCatXWC(
+            random_hubert_xlarge().model.to(device), random_wav2vec2_large().model.to(device),
+            torchcrepe_network("full").to(device),
+        )  # fmt: skip
+        embed, modules = original.timestamp_embeddings, [original.hubert, original.wav2vec2, original.crepe]
+        batch = 1
+    else:
+        model = random_fusion_model(PRESET, dtype=dtype).to(device)
+        embed, modules = (lambda x: model.timestamp_embeddings(x)[0]), [model]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    flops_per_clip = count_flops(lambda: embed(audio[:1]), modules, device)  # also warms up
+    embed(audio[:batch])
+    sync()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    outputs = [embed(audio[first : first + batch]).cpu() for first in range(0, len(audio), batch)]
+    sync()
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    result = {
+        "side": side,
+        "dtype": "float32" if side == "original" else args.dtype,
+        "batch": batch,
+        "wall_s": wall,
+        "audio_s": args.clips * args.seconds,
+        "real_time_factor": args.clips * args.seconds / wall,
+        "flops_per_audio_s": flops_per_clip / args.seconds,
+        "cpu_utilisation": cpu / (wall * args.threads) if device.type == "cpu" else None,
+        "loadavg_1min": os.getloadavg()[0],
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    }
+    result["achieved_tflops"] = result["flops_per_audio_s"] * result["real_time_factor"] / 1e12
+    embeddings = torch.cat(outputs)
+    torch.save(embeddings[: args.compare_clips].clone(), Path(args.scratch) / f"{side}.pt")
+    if side == "ours" and args.dtype != "float32":
+        # The same members in float32 (no second copy of the weights): the precision check.
+        reference = type(model)(model.config, {n: m.upstream for n, m in model.members.items()}).to(device)
+        with torch.inference_mode():
+            exact = reference.timestamp_embeddings(audio[: args.compare_clips])[0].cpu()
+        result["cosine_to_float32_min"], result["cosine_to_float32_mean"] = frame_cosine(
+            embeddings[: args.compare_clips], exact
+        )
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], device: str) -> str:
+    memory = "peak GPU memory" if device.startswith("cuda") else "peak RSS"
+    lines = [
+        f"| implementation | dtype | batch | audio s / s | GFLOP / audio s | achieved TFLOP/s | {memory} |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        peak = row["peak_gpu_mib"] if device.startswith("cuda") else row["peak_rss_mib"]
+        lines.append(
+            f"| {row['side']} | {row['dtype']} | {row['batch']} | {row['real_time_factor']:.2f}x "
+            f"| {row['flops_per_audio_s'] / 1e9:.1f} | {row['achieved_tflops']:.3f} | {peak / 1024:.2f} GiB |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="autocast precision of ours")
+    parser.add_argument("--clips", type=int, default=4, help="clips timed per side")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    parser.add_argument("--batch", type=int, default=4, help="clips per batch for ours")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
+    parser.add_argument("--compare-clips", type=int, default=2, help="clips used for the cosine checks")
+    parser.add_argument("--skip-original", action="store_true", help="measure ours only")
+    parser.add_argument("--worker", choices=["ours", "original"], help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.compare_clips = min(args.compare_clips, args.clips)
+
+    if args.worker:
+        emit(measure(args.worker, args))
+        return
+
+    device_type = torch.device(args.device).type
+    scratch = tempfile.mkdtemp(prefix="hearfuse-throughput-")
+    common = [
+        "--device", args.device, "--dtype", args.dtype, "--clips", str(args.clips), "--seconds", str(args.seconds),
+        "--batch", str(args.batch), "--threads", str(args.threads), "--compare-clips", str(args.compare_clips),
+        "--scratch", scratch,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    rows = []
+    for side in ["ours"] + ([] if args.skip_original else ["original"]):
+        print(f"measuring {side} ({args.clips} x {args.seconds:g} s on {args.device}) ...", flush=True)
+        rows.append(run_worker("benchmarks.throughput", ["--worker", side, *common]))
+        print(f"  {rows[-1]['real_time_factor']:.2f}x real time", flush=True)
+
+    data = {
+        "benchmark": "throughput",
+        "preset": PRESET,
+        "weights": WEIGHTS_LABEL,
+        "task": f"HEAR timestamp embeddings of {args.clips} clips of {args.seconds:g} s",
+        "environment": {**environment(args.threads), "device": args.device, "dtype": args.dtype},
+        "total_runtime_s": time.perf_counter() - started,
+        "results": rows,
+    }
+    if device_type == "cuda":
+        data["environment"]["gpu"] = torch.cuda.get_device_name()
+    if len(rows) == 2:
+        ours, original = (torch.load(Path(scratch) / f"{side}.pt") for side in ("ours", "original"))
+        data["speedup_vs_original"] = rows[0]["real_time_factor"] / rows[1]["real_time_factor"]
+        data["cosine_ours_to_original_min"], data["cosine_ours_to_original_mean"] = frame_cosine(ours, original)
+    shutil.rmtree(scratch)
+
+    env = data["environment"]
+    where = env.get("gpu") or f"{env['cpu_model']}, {args.threads} threads"
+    lines = [
+        f"`python -m benchmarks.throughput --device {args.device} --dtype {args.dtype} --clips {args.clips} "
+        f"--batch {args.batch}` on {where}, {env['date'][:10]}; {WEIGHTS_LABEL}; {PRESET}, "
+        f"{args.clips} x {args.seconds:g} s clips.",
+        "",
+        table(rows, args.device),
+        "",
+    ]
+    if "speedup_vs_original" in data:
+        lines.append(f"Speed-up of ours over the original approach: **{data['speedup_vs_original']:.2f}x**.")
+    if "cosine_to_float32_min" in rows[0]:
+        lines.append(
+            f"Per-frame cosine of ours ({args.dtype}) to the same model in float32: "
+            f"min {rows[0]['cosine_to_float32_min']:.5f}, mean {rows[0]['cosine_to_float32_mean']:.5f}."
+        )
+    if "cosine_ours_to_original_min" in data:
+        lines.append(
+            f"Per-frame cosine of ours to the original approach's output: "
+            f"min {data['cosine_ours_to_original_min']:.5f}, mean {data['cosine_ours_to_original_mean']:.5f}."
+        )
+    markdown = "\n".join(lines) + "\n"
+    path = write_json(f"throughput_{device_type}.json", data)
+    path.with_suffix(".md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"written to {path} and {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
