@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +209,10 @@ def test_crepe_reference_frames_align_exactly_with_the_reference(tiny_checkpoint
     with torch.inference_mode():
         crepe = model.members["crepe"](audio)
     torch.testing.assert_close(embeddings[..., 32:], crepe[:, : embeddings.shape[1]])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml")), ids=str)
+def test_example_configs_load_and_embed(path):
+    model = hearfuse.load_model(str(path))
+    scene = model.scene_embeddings(sine_batch(1, 0.6))
+    assert scene.shape == (1, model.scene_embedding_size)
