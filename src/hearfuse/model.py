@@ -14,7 +14,7 @@ from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
 from .fusion.pooling import pool, pooling_weights
-from .fusion.windowing import Windowing, windowed_pieces
+from .fusion.windowing import Windowing, windowed_aggregate, windowed_pieces
 from .upstream import Upstream, get_family
 from .upstream.base import module_device
 
@@ -70,14 +70,14 @@ class Member(nn.Module):
 
     def forward(self, audio: Tensor, *, scene: bool = False) -> Tensor:
         """Aggregated features ``(n, T, C)`` (float32) on :meth:`frame_centers_ms`."""
-        pieces = list(self.pieces(audio, scene=scene))
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        return windowed_aggregate(self.upstream, self._input(audio), self.aggregation, self.windowing, scene=scene)
 
     def pieces(self, audio: Tensor, *, scene: bool = False) -> Iterator[Tensor]:
         """The same features as consecutive frame pieces, one long-audio window at a time."""
-        if self.normalize:
-            audio = zero_mean_unit_variance(audio)
-        return windowed_pieces(self.upstream, audio, self.aggregation, self.windowing, scene=scene)
+        return windowed_pieces(self.upstream, self._input(audio), self.aggregation, self.windowing, scene=scene)
+
+    def _input(self, audio: Tensor) -> Tensor:
+        return zero_mean_unit_variance(audio) if self.normalize else audio
 
     def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
         return self.upstream.frame_centers_ms(num_samples, scene=scene)
@@ -134,9 +134,7 @@ class FusionModel(nn.Module):
         audio = check_audio(audio).to(self.device)
         with torch.inference_mode(), self._autocast():
             frames = {name: member(audio, scene=scene) for name, member in self.members.items()}
-        target_ms = self._reference.frame_centers_ms(audio.shape[-1], scene=scene)
-        maps = self._time_maps(audio.shape[-1], scene=scene)
-        return self._join({name: maps[name].apply(x) for name, x in frames.items()}), target_ms
+        return self._align_and_join(frames, audio.shape[-1], scene=scene)
 
     def embed(self, audio: Tensor, *, timestamp: bool = True, scene: bool = True) -> Embeddings:
         """Timestamp and/or scene embeddings from one pass of each member where they share frames.
@@ -167,9 +165,7 @@ class FusionModel(nn.Module):
                     pieces = [frames[name]] if shared else member.pieces(audio, scene=True)
                     pooled[name] = _pool_pieces(pieces, weights)
         if timestamp:
-            maps = self._time_maps(num_samples, scene=False)
-            combined = self._join({name: maps[name].apply(x) for name, x in frames.items()})
-            centres_ms = self._reference.frame_centers_ms(num_samples)
+            combined, centres_ms = self._align_and_join(frames, num_samples, scene=False)
             result.timestamp_embeddings = combined
             result.timestamps = centres_ms.to(torch.float32).to(combined.device).expand(combined.shape[0], -1)
         if scene:
@@ -200,6 +196,12 @@ class FusionModel(nn.Module):
             else:
                 maps[name] = timestamp_map(source_ms, target_ms)
         return maps
+
+    def _align_and_join(self, frames: Mapping[str, Tensor], num_samples: int, *, scene: bool) -> tuple[Tensor, Tensor]:
+        """Members' own frames -> combined frames ``(n, T, D)`` on the reference frame centres (ms)."""
+        maps = self._time_maps(num_samples, scene=scene)
+        combined = self._join({name: maps[name].apply(x) for name, x in frames.items()})
+        return combined, self._reference.frame_centers_ms(num_samples, scene=scene)
 
     def _join(self, aligned: Mapping[str, Tensor]) -> Tensor:
         """Members already on the reference frames ``(n, T, C_m)`` -> ``(n, T, D)``: widths aligned, combined."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import torch
 from torch import Tensor
 
 from ..upstream.base import Upstream
