@@ -38,8 +38,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def environment(threads: int) -> dict:
-    return {
+#: Model precisions the benchmarks take by name (``--dtype``).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def environment(threads: int, device: str = "cpu", dtype: str = "float32") -> dict:
+    env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -47,9 +51,17 @@ def environment(threads: int) -> dict:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
-        "device": "cpu",
-        "dtype": "float32",
+        "device": device,
+        "dtype": dtype,
     }
+    if torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def machine(env: dict) -> str:
+    """The measuring device in words, for result headers."""
+    return env.get("gpu") or f"{env['cpu_model']}, {env['torch_threads']} threads"
 
 
 def emit(result: dict) -> None:
@@ -77,3 +89,12 @@ def write_json(name: str, data: dict) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def write_results(stem: str, data: dict, markdown: str) -> None:
+    """``results/<stem>.json`` and ``results/<stem>.md``; the markdown is also printed."""
+    path = write_json(f"{stem}.json", data)
+    path.with_suffix(".md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"written to {path} and {path.with_suffix('.md')}")

@@ -28,11 +28,9 @@ import time
 
 import torch
 
-from ._env import emit, environment, peak_rss_mib, run_worker, write_json
+from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, write_results
 from .architectures import WEIGHTS_LABEL, random_fusion_model
 from .signals import synthetic_clip
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def long_clip(seconds: float) -> torch.Tensor:
@@ -116,32 +114,24 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(run_worker("benchmarks.memory_sweep", ["--worker", str(seconds), *common]))
         print(f"  {rows[-1]['wall_s']:.1f} s, peak RSS {rows[-1]['peak_rss_mib'] / 1024:.2f} GiB", flush=True)
 
-    gpu = torch.device(args.device).type == "cuda"
+    device_type = torch.device(args.device).type
     data = {
         "benchmark": "memory_sweep",
         "preset": args.preset,
         "kind": args.kind,
         "weights": WEIGHTS_LABEL,
-        "environment": {**environment(args.threads), "device": args.device, "dtype": args.dtype},
+        "environment": environment(args.threads, args.device, args.dtype),
         "total_runtime_s": time.perf_counter() - started,
         "results": rows,
     }
-    if gpu:
-        data["environment"]["gpu"] = torch.cuda.get_device_name()
     env = data["environment"]
-    where = env.get("gpu") or f"{env['cpu_model']}, {args.threads} threads"
     lengths = " ".join(f"{s:g}" for s in args.lengths)
     markdown = (
         f"`python -m benchmarks.memory_sweep --kind {args.kind} --device {args.device} --dtype {args.dtype} "
-        f"--lengths {lengths}` on {where}, {env['date'][:10]}; {WEIGHTS_LABEL}; {args.preset} {args.kind} "
-        f"embeddings of one clip.\n\n{table(rows, gpu)}\n"
+        f"--lengths {lengths}` on {machine(env)}, {env['date'][:10]}; {WEIGHTS_LABEL}; {args.preset} {args.kind} "
+        f"embeddings of one clip.\n\n{table(rows, device_type == 'cuda')}\n"
     )
-    device_type = torch.device(args.device).type
-    path = write_json(f"memory_sweep_{device_type}.json", data)
-    path.with_suffix(".md").write_text(markdown)
-    print()
-    print(markdown)
-    print(f"written to {path} and {path.with_suffix('.md')}")
+    write_results(f"memory_sweep_{device_type}", data, markdown)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ._env import emit, environment, peak_rss_mib, run_worker, write_json
+from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, write_results
 from .architectures import WEIGHTS_LABEL, random_fusion_model, random_hubert_xlarge, random_wav2vec2_large
 from .original import OriginalFusionCatXWC, torchcrepe_network
 from .signals import synthetic_clip
 
 PRESET = "fusion_cat_xwc"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -196,12 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         "preset": PRESET,
         "weights": WEIGHTS_LABEL,
         "task": f"HEAR timestamp embeddings of {args.clips} clips of {args.seconds:g} s",
-        "environment": {**environment(args.threads), "device": args.device, "dtype": args.dtype},
+        "environment": environment(args.threads, args.device, args.dtype),
         "total_runtime_s": time.perf_counter() - started,
         "results": rows,
     }
-    if device_type == "cuda":
-        data["environment"]["gpu"] = torch.cuda.get_device_name()
     if len(rows) == 2:
         ours, original = (torch.load(Path(scratch) / f"{side}.pt") for side in ("ours", "original"))
         data["speedup_vs_original"] = rows[0]["real_time_factor"] / rows[1]["real_time_factor"]
@@ -209,10 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(scratch)
 
     env = data["environment"]
-    where = env.get("gpu") or f"{env['cpu_model']}, {args.threads} threads"
     lines = [
         f"`python -m benchmarks.throughput --device {args.device} --dtype {args.dtype} --clips {args.clips} "
-        f"--batch {args.batch}` on {where}, {env['date'][:10]}; {WEIGHTS_LABEL}; {PRESET}, "
+        f"--batch {args.batch}` on {machine(env)}, {env['date'][:10]}; {WEIGHTS_LABEL}; {PRESET}, "
         f"{args.clips} x {args.seconds:g} s clips.",
         "",
         table(rows, args.device),
@@ -230,12 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Per-frame cosine of ours to the original approach's output: "
             f"min {data['cosine_ours_to_original_min']:.5f}, mean {data['cosine_ours_to_original_mean']:.5f}."
         )
-    markdown = "\n".join(lines) + "\n"
-    path = write_json(f"throughput_{device_type}.json", data)
-    path.with_suffix(".md").write_text(markdown)
-    print()
-    print(markdown)
-    print(f"written to {path} and {path.with_suffix('.md')}")
+    write_results(f"throughput_{device_type}", data, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
