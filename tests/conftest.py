@@ -83,3 +83,18 @@ def sine_batch(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
     f0 = 110 * 2 ** (torch.arange(n)[:, None] / 5)
     tone = sum(torch.sin(2 * torch.pi * f0 * k * t) / k for k in (1, 2, 3))
     return (0.3 * tone + 0.05 * torch.randn(n, len(t), generator=generator)).float()
+
+
+def count_task_clips(task, samples: int) -> int:
+    """Clips over all splits of a built suite task; every split non-empty, every file 16 kHz mono of ``samples``."""
+    import soundfile
+
+    total = 0
+    for split in task.splits:
+        content = task.split_labels(split)
+        assert content, f"{task.name}: split {split} is empty"
+        total += len(content)
+        for file_name in content:
+            info = soundfile.info(str(task.audio_dir(split) / file_name))
+            assert (info.samplerate, info.channels, info.frames) == (16000, 1, samples), f"{task.name}/{split}/{file_name}"
+    return total

@@ -23,6 +23,8 @@ except synth.MissingProgramError as error:
 from hearfuse.suite import music
 from hearfuse.suite.registry import SUITE
 
+from .conftest import count_task_clips
+
 MUSIC = ("gm_pitch", "gm_instrument", "gm_percussion", "piano_onsets", "sound_mixtures")
 RATE = synth.SAMPLE_RATE
 
@@ -66,15 +68,7 @@ def test_every_music_task_is_registered_and_builds_a_valid_hear_task(built):
         task = load_task(directory)
         assert (task.embedding_type, task.prediction_type, task.split_mode, list(task.metrics)) == expected[name]
         assert task.metadata["description"] and task.metadata["mode"] == "ci"
-        samples = round(task.metadata["sample_duration"] * RATE)
-        total = 0
-        for split in task.splits:
-            content = task.split_labels(split)
-            assert content, f"{name}: split {split} is empty"
-            total += len(content)
-            for file_name in content:
-                info = soundfile.info(str(task.audio_dir(split) / file_name))
-                assert (info.samplerate, info.channels, info.frames) == (RATE, 1, samples)
+        total = count_task_clips(task, round(task.metadata["sample_duration"] * RATE))
         assert 60 <= total <= 150, f"{name}: {total} clips at size ci"
     assert load_task(built["gm_instrument"]).splits == ("fold00", "fold01", "fold02")
     pitch = load_task(built["gm_pitch"])
