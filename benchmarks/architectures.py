@@ -118,7 +118,7 @@ def crepe_upstream(capacity: str = "full", seed: int = 3, **options) -> CrepeUps
 
 
 def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:
-    """A preset's :class:`FusionModel` with RANDOM full-size transformers and real CREPE weights.
+    """A preset's :class:`FusionModel` with RANDOM full-size transformers and :func:`crepe_upstream` CREPE.
 
     ``preset_options`` are passed to :func:`hearfuse.presets.get` (``normalize``, ``crepe_frames``).
     """
