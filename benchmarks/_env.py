@@ -65,6 +65,12 @@ def machine(env: dict) -> str:
     return env.get("gpu") or f"{env['cpu_model']}, {env['torch_threads']} threads"
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall-clock timers measure it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
@@ -79,8 +85,7 @@ def count_flops(run, modules: list[torch.nn.Module], device: torch.device) -> in
         extra[cpu_attention] = _attention_flops
     with FlopCounterMode(display=False, custom_mapping=extra) as counter:
         run()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return counter.get_total_flops()
 
 

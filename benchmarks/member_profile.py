@@ -29,25 +29,20 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ._env import DTYPES, count_flops, environment, machine, write_results
+from ._env import DTYPES, count_flops, environment, machine, synchronize, write_results
 from .architectures import random_fusion_model, weights_label
 from .signals import synthetic_clip
 
 
 def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median wall milliseconds of ``run()`` over ``repeats`` calls, after one warm-up call."""
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     run()
-    sync()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        sync()
+        synchronize(device)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -98,17 +93,18 @@ def main(argv: list[str] | None = None) -> None:
 
     flops_per_clip = count_flops(lambda: model.timestamp_embeddings(batch), [model], device) / args.batch
     totals = []
+    whole_ms = None  # the whole call at the members' batch size, if measured
     for size in args.batches:
         ms = median_ms(lambda: model.timestamp_embeddings(audio[:size]), device, args.repeats)
         totals.append(row(f"whole call, batch {size}", ms, round(flops_per_clip * size), size * args.seconds))
         print(f"whole call, batch {size}: {ms:.1f} ms", flush=True)
-    whole_ms = next((t["ms_per_batch"] for t in totals if t["part"].endswith(f" {args.batch}")), None)
+        if size == args.batch:
+            whole_ms = ms
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
         model.timestamp_embeddings(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
     sort_key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     operators = profiler.key_averages().table(sort_by=sort_key, row_limit=args.top, max_name_column_width=60)
 

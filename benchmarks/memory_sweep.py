@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, write_results
+from ._env import DTYPES, emit, environment, machine, peak_rss_mib, run_worker, synchronize, write_results
 from .architectures import random_fusion_model, weights_label
 from .signals import synthetic_clip
 
@@ -47,14 +47,13 @@ def measure(seconds: float, args: argparse.Namespace) -> dict:
     model = random_fusion_model(args.preset, dtype=DTYPES[args.dtype]).to(device)
     audio = long_clip(seconds).to(device)
     rss_after_build = peak_rss_mib()
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         gpu_after_build = torch.cuda.memory_allocated() / 2**20
     start = time.perf_counter()
     result = model.embed(audio, timestamp=args.kind == "timestamp", scene=args.kind == "scene")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     wall = time.perf_counter() - start
     output = result.timestamp_embeddings if args.kind == "timestamp" else result.scene_embeddings
     return {

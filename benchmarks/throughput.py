@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ._env import DTYPES, count_flops, emit, environment, machine, peak_rss_mib, run_worker, write_results
+from ._env import DTYPES, count_flops, emit, environment, machine, peak_rss_mib, run_worker, synchronize, write_results
 from .architectures import (
     crepe_upstream,
     random_fusion_model,
@@ -97,17 +97,13 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     flops_per_clip = count_flops(lambda: embed(audio[:1]), modules, device)  # also warms up
     embed(audio[:batch])
-    sync()
+    synchronize(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     # Embeddings stay where they were computed, as the HEAR API returns them.
     outputs = [embed(audio[first : first + batch]) for first in range(0, len(audio), batch)]
-    sync()
+    synchronize(device)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     result = {
@@ -129,7 +125,7 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     if side == "ours" and args.dtype != "float32":
         # The same members in float32 (no second copy of the weights): the precision check.
         reference = type(model)(model.config, {n: m.upstream for n, m in model.members.items()}).to(device)
-        with torch.inference_mode(), strict_float32():
+        with strict_float32():
             exact = reference.timestamp_embeddings(audio[: args.compare_clips])[0].cpu()
         result["cosine_to_float32_min"], result["cosine_to_float32_mean"] = frame_cosine(embeddings, exact)
     return result
