@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -115,6 +116,20 @@ def test_finished_results_are_not_recomputed(results, tasks_root, monkeypatch):
     monkeypatch.setattr(module, "evaluate_task", lambda *a, **k: pytest.fail("recomputed a finished result"))
     again = evaluate([CREPE_TINY], tasks_root, settings, only=["tones_multiclass"])
     assert len(again) == 1 and again[0]["status"] == "ok"
+
+
+def test_results_are_recomputed_under_another_protocol(results, tasks_root, monkeypatch):
+    _, settings = results
+    import hearfuse.evaluation.evaluate as module
+
+    stored = json.loads((settings.results_dir / "crepe_tiny" / "tones_multiclass-v1-full.json").read_text())
+    assert stored["protocol"] == {"grid_points": 2, "max_epochs": 90, "seed": 0}
+    recomputed = []
+    monkeypatch.setattr(module, "evaluate_task", lambda model, task, s: recomputed.append(s.protocol()) or {})
+    monkeypatch.setattr(module, "_write_json", lambda *a: None)  # keep the module's results intact
+    fewer_epochs = dataclasses.replace(settings, max_epochs=30)
+    evaluate([CREPE_TINY], tasks_root, fewer_epochs, only=["tones_multiclass"])
+    assert recomputed == [{"grid_points": 2, "max_epochs": 30, "seed": 0}]
 
 
 def test_same_seed_same_scores(tasks_root, tmp_path):
@@ -246,6 +261,20 @@ def test_early_stopping_after_patience_checks_and_best_weights_restored():
     lower = train_predictor(x, y, x, lambda p: (next(iter([0.5])), {}), params, prediction_type="multiclass",
                             higher_is_better=False)
     assert lower.best_epoch == 3
+
+
+def test_training_progress_shows_epochs_and_best_score_without_changing_the_result(capsys):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 64)]
+    params = HyperParameters(1, 1e-3, "xavier_uniform", hidden_dim=16, batch_size=16, max_epochs=12)
+    validate = lambda p: (float((p.argmax(1) == y.argmax(1)).mean()), {})
+    quiet = train_predictor(x, y, x, validate, params, prediction_type="multiclass")
+    assert "epoch" not in capsys.readouterr().err
+    shown = train_predictor(x, y, x, validate, params, prediction_type="multiclass", progress=True)
+    err = capsys.readouterr().err
+    assert "train" in err and "/12" in err and "best=" in err
+    assert (shown.best_epoch, shown.validation_score) == (quiet.best_epoch, quiet.validation_score)
 
 
 def test_event_decoding_on_hand_made_frames():

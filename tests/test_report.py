@@ -141,6 +141,30 @@ def test_failed_and_missing_cells_and_orders():
     assert failures(results) == [("zeta", "task_a", "boom\nTraceback: line 3"), ("mid", "task_c", "CUDA out of memory")]
 
 
+def test_runs_under_another_downstream_protocol_are_marked_and_listed(tmp_path):
+    full = {"grid_points": 8, "max_epochs": 500, "seed": 0}
+    short = {"grid_points": 1, "max_epochs": 60, "seed": 0}
+    results = [
+        dict(ok("a", "t1", 0.9), protocol=full),
+        dict(ok("b", "t1", 0.8), protocol=full),
+        dict(ok("a", "t2", 0.7), protocol=short),
+        dict(ok("b", "t2", 0.6), protocol=full),
+        ok("c", "t2", 0.5),  # records no protocol: not marked, counted
+    ]
+    _, rows = parse(markdown_table(results))
+    assert rows["a"] == ["**90.0**", "**70.0** †"] and rows["b"] == ["<u>80.0</u>", "<u>60.0</u>"]
+    assert rows["c"] == ["–", "50.0"]
+    write_results(tmp_path, results)
+    text = write_report(tmp_path)[0].read_text(encoding="utf-8")
+    section = text.split("## Downstream protocol\n", 1)[1]
+    assert section.startswith("\nDownstream models trained with 8 grid configurations, at most 500 epochs, seed 0.")
+    assert "- **a** on `t2`: 1 grid configuration, at most 60 epochs, seed 0" in section
+    assert "1 run(s) do not record their protocol." in section
+    # one protocol everywhere: nothing marked, one sentence
+    same = [dict(r, protocol=full) for r in results[:2]]
+    assert "†" not in markdown_table(same)
+
+
 def test_missing_metric_in_ok_result_and_pipes_are_escaped():
     results = [ok("a|b", "t", 0.5), ok("c", "t", 0.9, metric="other")]  # c lacks column metric acc
     with pytest.warns(UserWarning, match="disagree"):

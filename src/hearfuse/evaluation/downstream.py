@@ -126,8 +126,15 @@ def train_predictor(
     higher_is_better: bool = True,
     device: str = "cpu",
     seed: int = 0,
+    progress: bool = False,
 ) -> TrainedPredictor:
-    """Train one configuration with early stopping; the best validation check's weights are kept."""
+    """Train one configuration with early stopping; the best validation check's weights are kept.
+
+    ``progress`` shows an epoch bar with the best validation score so far: one configuration
+    of a frame-level event task can train for many minutes on a CPU.
+    """
+    from tqdm import tqdm
+
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = _Rows(x_train, device)
@@ -138,28 +145,31 @@ def train_predictor(
     best_score, best_state, best_epoch, best_extra = -np.inf, None, 0, {}
     checks_without_improvement = 0
     epoch = 0
-    for epoch in range(1, params.max_epochs + 1):
-        model.train()
-        order = torch.randperm(len(targets), generator=generator)
-        for start in range(0, len(targets), params.batch_size):
-            index = order[start : start + params.batch_size]
-            if len(index) < 2 and params.hidden_layers:  # BatchNorm needs two samples
+    with tqdm(total=params.max_epochs, desc="train", unit="epoch", leave=False, disable=not progress) as bar:
+        for epoch in range(1, params.max_epochs + 1):
+            bar.update()
+            model.train()
+            order = torch.randperm(len(targets), generator=generator)
+            for start in range(0, len(targets), params.batch_size):
+                index = order[start : start + params.batch_size]
+                if len(index) < 2 and params.hidden_layers:  # BatchNorm needs two samples
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                _loss(model(inputs[index]), targets[index.to(device)], prediction_type).backward()
+                optimizer.step()
+            if epoch % params.check_every:
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            _loss(model(inputs[index]), targets[index.to(device)], prediction_type).backward()
-            optimizer.step()
-        if epoch % params.check_every:
-            continue
-        score, extra = validate(predict(model, x_valid, prediction_type, device))
-        score = 0.0 if np.isnan(score) else score
-        if sign * score > best_score:
-            best_score, best_epoch, best_extra = sign * score, epoch, extra
-            best_state = copy.deepcopy(model.state_dict())
-            checks_without_improvement = 0
-        else:
-            checks_without_improvement += 1
-            if checks_without_improvement >= params.patience:
-                break
+            score, extra = validate(predict(model, x_valid, prediction_type, device))
+            score = 0.0 if np.isnan(score) else score
+            if sign * score > best_score:
+                best_score, best_epoch, best_extra = sign * score, epoch, extra
+                best_state = copy.deepcopy(model.state_dict())
+                bar.set_postfix(best=f"{score:.4g}", at=epoch)
+                checks_without_improvement = 0
+            else:
+                checks_without_improvement += 1
+                if checks_without_improvement >= params.patience:
+                    break
     if best_state is not None:
         model.load_state_dict(best_state)
     return TrainedPredictor(model, params, sign * best_score, best_epoch, epoch, best_extra)

@@ -4,7 +4,8 @@ For each task: every split is embedded once per model config (:mod:`.cache`); th
 :func:`~.downstream.hyperparameter_grid` is searched on the first fold only; the chosen
 configuration is trained on every fold (fold i tests, fold i+1 validates, the rest train)
 and scored with every metric of the task. Results go to ``RESULTS/<model>/<task>.json``;
-a finished result is not recomputed.
+a finished result is not recomputed unless the model config or the downstream protocol
+(grid points, epoch limit, seed) changed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class EvaluationSettings:
     max_epochs: int = 500
     progress: bool = True
 
+    def protocol(self) -> dict:
+        """The settings a score depends on besides the embedding; stored with each result,
+        which is reused only under the same protocol (a 1-point grid must not stand in for 8)."""
+        return {"grid_points": self.grid_points, "max_epochs": self.max_epochs, "seed": self.seed}
+
 
 def result_path(results_dir: Path, model_name: str, task_name: str) -> Path:
     return Path(results_dir) / model_name / f"{task_name}.json"
@@ -68,7 +74,11 @@ def evaluate(
             out = result_path(settings.results_dir, config.name, task_path.name)
             if out.is_file():
                 previous = json.loads(out.read_text())
-                if previous.get("status") == "ok" and previous.get("config_fingerprint") == config.fingerprint():
+                if (
+                    previous.get("status") == "ok"
+                    and previous.get("config_fingerprint") == config.fingerprint()
+                    and previous.get("protocol") == settings.protocol()
+                ):
                     results.append(previous)
                     continue
             started = time.perf_counter()
@@ -145,6 +155,7 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
         ],
         "config_fingerprint": model.config.fingerprint(),
         "config": model.config.to_dict(),
+        "protocol": settings.protocol(),
         "seed": settings.seed,
         "device": settings.device,
         "timings": {"embed_s": embed_seconds, "grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
@@ -227,6 +238,7 @@ def _train_fold(task: Task, fold: Fold, data: dict[str, _Labelled], params: Hype
         higher_is_better=metrics.METRICS[task.primary_metric].higher_is_better,
         device=settings.device,
         seed=settings.seed + fold.index,
+        progress=settings.progress,
     )
 
 

@@ -24,6 +24,9 @@ Formatting rules (shared by the table, the secondary-metric table and the chart)
   column with fewer than two scores.
 * A failed run shows ``failed`` (its error is listed under the table), a missing
   (model, task) combination shows ``–``, a run whose scores lack the column's metric ``n/a``.
+* A run whose recorded downstream ``protocol`` (grid points, epoch limit, seed) differs from
+  the most common one among the runs is marked ``†`` in the main table and listed under it:
+  its score was not reached the same way as its neighbours'.
 """
 
 from __future__ import annotations
@@ -32,14 +35,16 @@ import datetime
 import json
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["bar_chart", "failures", "load_results", "markdown_table", "secondary_table", "write_report"]
+__all__ = ["bar_chart", "failures", "load_results", "markdown_table", "protocols", "secondary_table", "write_report"]
 
 MISSING = "–"
 FAILED = "failed"
 NOT_AVAILABLE = "n/a"
+OTHER_PROTOCOL = "†"
 UNSCALED_METRICS = frozenset({"d_prime"})
 _LOWER_IS_BETTER_HINTS = ("error", "loss", "eer", "wer", "cer", "der")
 _REQUIRED_KEYS = ("model", "task", "status")
@@ -226,6 +231,8 @@ def markdown_table(results: Sequence[dict]) -> str:
     if not results:
         return "_No results._\n"
     models, columns, cells = _grid(results)
+    _, other_protocol = protocols(results)
+    marked = {(r["model"], r["task"]) for r in other_protocol}
     body: dict[tuple[str, str], str] = {}
     for column in columns:
         task, metric = column["task"], column["metric"]
@@ -245,6 +252,9 @@ def markdown_table(results: Sequence[dict]) -> str:
                     shown[model] = _displayed_mean(score[0], metric)
         for model, rank in _rank_marks(shown, column["higher_is_better"]).items():
             body[model, task] = f"**{body[model, task]}**" if rank == 1 else f"<u>{body[model, task]}</u>"
+        for model in models:
+            if (model, task) in marked:
+                body[model, task] += f" {OTHER_PROTOCOL}"
 
     header = ["Model"] + [_header(c) for c in columns]
     lines = [
@@ -277,6 +287,43 @@ def _failures_markdown(results: Sequence[dict]) -> str:
             error = error[: _MAX_ERROR_CHARS - 1] + "…"
         lines.append(f"- **{_md_escape(model)}** on `{task}`: {_md_escape(error)}")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def protocols(results: Sequence[dict]) -> tuple[dict | None, list[dict]]:
+    """The most common downstream protocol among the successful runs that record one
+    (None when none does), and the runs recorded under another protocol."""
+    recorded = [r for r in results if r["status"] == "ok" and isinstance(r.get("protocol"), dict)]
+    if not recorded:
+        return None, []
+    counts = Counter(json.dumps(r["protocol"], sort_keys=True) for r in recorded)
+    common = json.loads(counts.most_common(1)[0][0])
+    return common, [r for r in recorded if r["protocol"] != common]
+
+
+def _describe_protocol(protocol: dict) -> str:
+    points, epochs = protocol.get("grid_points"), protocol.get("max_epochs")
+    parts = [
+        f"{points} grid configuration{'' if points == 1 else 's'}" if points is not None else None,
+        f"at most {epochs} epochs" if epochs is not None else None,
+        f"seed {protocol['seed']}" if protocol.get("seed") is not None else None,
+    ]
+    return ", ".join(part for part in parts if part) or "unspecified"
+
+
+def _protocol_markdown(results: Sequence[dict]) -> str:
+    common, other = protocols(results)
+    if common is None:
+        return ""
+    lines = [f"Downstream models trained with {_describe_protocol(common)}."]
+    if other:
+        lines[0] += f" Runs marked {OTHER_PROTOCOL} in the primary table differ:\n"
+        lines += [
+            f"- **{_md_escape(r['model'])}** on `{r['task']}`: {_describe_protocol(r['protocol'])}" for r in other
+        ]
+    unrecorded = sum(r["status"] == "ok" and not isinstance(r.get("protocol"), dict) for r in results)
+    if unrecorded:
+        lines.append(f"\n{unrecorded} run(s) do not record their protocol.")
+    return "\n".join(lines) + "\n"
 
 
 def secondary_table(results: Sequence[dict]) -> str:
@@ -478,6 +525,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         "## Failed runs\n",
         _failures_markdown(results) or "None.\n",
     ]
+    protocol = _protocol_markdown(results)
+    if protocol:
+        parts += ["## Downstream protocol\n", protocol]
     secondary = secondary_table(results)
     if secondary:
         parts += ["## Secondary metrics\n", "Same formatting, no ranking.\n", secondary]
