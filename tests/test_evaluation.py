@@ -132,6 +132,19 @@ def test_results_are_recomputed_under_another_protocol(results, tasks_root, monk
     assert recomputed == [{"grid_points": 2, "max_epochs": 30, "seed": 0}]
 
 
+def test_settings_reject_an_empty_grid_and_trainings_without_a_validation_check(tasks_root, tmp_path, capsys):
+    for points in (0, 17):
+        with pytest.raises(ValueError, match="between 1 and 16"):
+            EvaluationSettings(tmp_path, tmp_path, grid_points=points)
+    with pytest.raises(ValueError, match="at least 3"):
+        EvaluationSettings(tmp_path, tmp_path, max_epochs=2)
+    from hearfuse.cli import main
+
+    command = ["evaluate", "-m", "crepe", "--tasks", str(tasks_root), "--results", str(tmp_path), "--grid-points", "0"]
+    assert main(command) == 2
+    assert "grid_points must be between 1 and 16" in capsys.readouterr().err
+
+
 def test_same_seed_same_scores(tasks_root, tmp_path):
     runs = []
     for name in ("a", "b"):

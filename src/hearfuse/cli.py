@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="For every model x task: embed every split (cached, resumable), search the HEAR grid of "
         "downstream MLPs on the first fold, train the chosen one on every fold and score it with the task's "
         "metrics. Writes RESULTS/<model>/<task>.json, RESULTS/report.md and RESULTS/report.png. Finished "
-        "model x task results are not recomputed; a failing task is reported and the others go on.",
+        "model x task results are not recomputed unless the model config or the downstream protocol (--grid-points, "
+        "--max-epochs, --seed) changed; a failing task is reported and the others go on.",
         epilog="examples:\n  hearfuse evaluate --model crepe --tasks tasks/ --results results/\n"
         "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="device for embedding and training (default: cuda when available)")
     evaluate.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="autocast precision of the models")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the grid draw and training (default: 0)")
-    evaluate.add_argument("--grid-points", type=int, default=8, help="configurations of the grid tried (default: 8)")
+    evaluate.add_argument("--grid-points", type=int, default=8,
+                          help="configurations of the 16-point HEAR grid tried (default: 8)")
     evaluate.add_argument("--max-epochs", type=int, default=500, help="epoch limit per training (default: 500)")
     evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
     evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ GRID = {
     "lr": [3.2e-3, 1e-3, 3.2e-4, 1e-4],
     "initialization": ["xavier_uniform", "xavier_normal"],
 }
+GRID_SIZE = math.prod(len(values) for values in GRID.values())
 
 
 def hyperparameter_grid(points: int = 8, seed: int = 0, **overrides) -> list[HyperParameters]:

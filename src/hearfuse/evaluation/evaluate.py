@@ -27,7 +27,15 @@ from ..hear import resolve_config
 from ..model import FusionModel
 from . import metrics
 from .cache import SplitEmbeddings, embed_split
-from .downstream import HyperParameters, TrainedPredictor, decode_events, frame_targets, hyperparameter_grid, train_predictor
+from .downstream import (
+    GRID_SIZE,
+    HyperParameters,
+    TrainedPredictor,
+    decode_events,
+    frame_targets,
+    hyperparameter_grid,
+    train_predictor,
+)
 from .tasks import Fold, Task, find_tasks, load_task
 
 
@@ -41,6 +49,14 @@ class EvaluationSettings:
     batch_seconds: float = 60.0
     max_epochs: int = 500
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse settings under which no configuration would be trained or validated."""
+        if not 1 <= self.grid_points <= GRID_SIZE:
+            raise ValueError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
+        checks = HyperParameters.check_every
+        if self.max_epochs < checks:
+            raise ValueError(f"max_epochs must be at least {checks} (one validation check), got {self.max_epochs}")
 
     def protocol(self) -> dict:
         """The settings a score depends on besides the embedding; stored with each result,
