@@ -1,7 +1,7 @@
 """Downstream training speed: the full HEAR grid (8 configurations) on CPU or GPU.
 
 What it measures: wall time of ``hearfuse.evaluation.downstream`` training every
-configuration of the 8-point grid with early stopping (validation every 3 epochs,
+configuration of the kit's 8-point draw with early stopping (validation every 3 epochs,
 patience 20 checks, at most 500 epochs), exactly as ``hearfuse evaluate`` runs it, on
 
 - a scene task: 10,000 clips x 3072 dims (fusion_cat_xwc's width), 10 classes, 60/20/20 split;
@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from hearfuse.evaluation import metrics
-from hearfuse.evaluation.downstream import decode_events, hyperparameter_grid, train_predictor
+from hearfuse.evaluation.downstream import train_predictor
+from hearfuse.evaluation.events import (
+    DEFAULT_POSTPROCESSING_GRID,
+    choose_postprocessing,
+    decode_events,
+    postprocessing_options,
+)
+from hearfuse.evaluation.protocol import KIT_GRID, draw_grid
 
 from ._env import environment, write_json
 
@@ -41,8 +48,8 @@ def _scene(rng: np.random.Generator, clips: int, width: int, classes: int):
 def run_scene(args, rng) -> dict:
     x, y = _scene(rng, args.clips, args.width, 10)
     train, valid = slice(0, int(0.6 * len(x))), slice(int(0.6 * len(x)), int(0.8 * len(x)))
-    validate = lambda p: (metrics.score("top1_acc", p, y[valid], label_vocabulary=[str(i) for i in range(10)]), {})  # noqa: E731
-    return _grid("scene", x[train], y[train], x[valid], validate, "multiclass", args)
+    validate = lambda p: (metrics.score("top1_acc", p, y[valid], label_vocabulary=[str(i) for i in range(10)]), None)  # noqa: E731
+    return _grid("scene", x[train], y[train], x[valid], y[valid], validate, "top1_acc", "multiclass", args)
 
 
 def run_event(args, rng) -> dict:
@@ -66,28 +73,30 @@ def run_event(args, rng) -> dict:
     valid_refs = {k: v for i, (k, v) in enumerate(references.items()) if i >= int(0.75 * n)}
     timestamps = np.arange(frames) * hop
 
+    options = postprocessing_options(DEFAULT_POSTPROCESSING_GRID)
+
     def validate(probabilities):
-        best = (-1.0, {})
-        for min_duration in (125.0, 250.0):
-            option = {"median_filter_ms": 250.0, "min_duration": min_duration}
+        def score(option):
             predicted = {
-                name: decode_events(probabilities[i * frames : (i + 1) * frames], timestamps, labels, **option)
+                name: decode_events(probabilities[i * frames : (i + 1) * frames], timestamps, labels, option)
                 for i, name in enumerate(valid_refs)
             }
-            value = metrics.score("event_onset_200ms_fms", predicted, valid_refs, label_vocabulary=labels)
-            best = max(best, (0.0 if np.isnan(value) else value, option), key=lambda b: b[0])
-        return best
+            return metrics.score("event_onset_200ms_fms", predicted, valid_refs, label_vocabulary=labels)
 
-    return _grid("event", x[:split], y[:split], x[split:], validate, "multilabel", args)
+        option, value = choose_postprocessing(options, score, "event_onset_200ms_fms")
+        return value, option
+
+    return _grid("event", x[:split], y[:split], x[split:], y[split:], validate, "event_onset_200ms_fms", "multilabel",
+                 args)
 
 
-def _grid(name, x_train, y_train, x_valid, validate, prediction_type, args) -> dict:
+def _grid(name, x_train, y_train, x_valid, y_valid, validate, metric, prediction_type, args) -> dict:
     runs = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    for params in hyperparameter_grid(8, seed=0):
+    for params in draw_grid(KIT_GRID, 8):
         t0 = time.perf_counter()
-        trained = train_predictor(x_train, y_train, x_valid, validate, params, prediction_type=prediction_type,
-                                  device=args.device)
+        trained = train_predictor(x_train, y_train, x_valid, y_valid, params, prediction_type=prediction_type,
+                                  validate=validate, metric=metrics.METRICS[metric], device=args.device)
         runs.append({"params": params.to_dict(), "seconds": time.perf_counter() - t0, "epochs": trained.epochs_run,
                      "best_epoch": trained.best_epoch, "validation_score": trained.validation_score})
         print(f"  {name}: {runs[-1]['seconds']:.1f} s, {trained.epochs_run} epochs, val {trained.validation_score:.3f}",

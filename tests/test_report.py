@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hearfuse.evaluation.report import (
+    _describe_protocol,
     bar_chart,
     failures,
     format_score,
@@ -142,8 +143,10 @@ def test_failed_and_missing_cells_and_orders():
 
 
 def test_runs_under_another_downstream_protocol_are_marked_and_listed(tmp_path):
-    full = {"grid_points": 8, "max_epochs": 500, "seed": 0}
-    short = {"grid_points": 1, "max_epochs": 60, "seed": 0}
+    from hearfuse.evaluation.protocol import Protocol
+
+    full = Protocol().to_dict()
+    short = Protocol(grid_points=1, max_epochs=60, shuffle_batches=True).to_dict()
     results = [
         dict(ok("a", "t1", 0.9), protocol=full),
         dict(ok("b", "t1", 0.8), protocol=full),
@@ -157,12 +160,16 @@ def test_runs_under_another_downstream_protocol_are_marked_and_listed(tmp_path):
     write_results(tmp_path, results)
     text = write_report(tmp_path)[0].read_text(encoding="utf-8")
     section = text.split("## Downstream protocol\n", 1)[1]
-    assert section.startswith("\nDownstream models trained with 8 grid configurations, at most 500 epochs, seed 0.")
-    assert "- **a** on `t2`: 1 grid configuration, at most 60 epochs, seed 0" in section
+    assert section.startswith("\nDownstream models trained with the heareval-2021.1.3 protocol (8 grid configurations, "
+                              "seed 42).")
+    assert ("- **a** on `t2`: the heareval-2021.1.3 protocol (1 grid configuration, at most 60 epochs, seed 42, "
+            "training batches shuffled), which departs from the kit") in section
     assert "1 run(s) do not record their protocol." in section
     # one protocol everywhere: nothing marked, one sentence
     same = [dict(r, protocol=full) for r in results[:2]]
     assert "†" not in markdown_table(same)
+    legacy = _describe_protocol({"grid_points": 8, "max_epochs": 500, "seed": 0})
+    assert legacy.startswith("8 grid configurations, at most 500 epochs, seed 0 (recorded before")
 
 
 def test_missing_metric_in_ok_result_and_pipes_are_escaped():

@@ -95,24 +95,32 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
-    from .evaluation.evaluate import EvaluationSettings, evaluate
+    from .evaluation.evaluate import EvaluationSettings, evaluate, evaluate_embeddings
+    from .evaluation.protocol import Protocol
     from .evaluation.report import write_report
 
+    if bool(args.embeddings) == bool(args.model or args.tasks):
+        raise ValueError("give either --model and --tasks (embed here) or --embeddings DIR (heareval's embeddings)")
+    if args.model and not args.tasks:
+        raise ValueError("--model needs --tasks: the folder of task directories to evaluate on")
+    logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
     results_dir = Path(args.results)
     settings = EvaluationSettings(
         cache_dir=Path(args.cache or results_dir / "embeddings"),
         results_dir=results_dir,
         device=args.device,
-        seed=args.seed,
-        grid_points=args.grid_points,
+        protocol=Protocol(grid_points=args.grid_points, seed=args.seed, max_epochs=args.max_epochs,
+                          shuffle_batches=args.shuffle_batches),
         batch_seconds=args.batch_seconds,
-        max_epochs=args.max_epochs,
         progress=not args.quiet,
     )
-    torch.manual_seed(args.seed)
-    results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=_DTYPES[args.dtype])
+    if args.embeddings:
+        results = evaluate_embeddings(args.embeddings, settings, only=args.task or ())
+    else:
+        results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=_DTYPES[args.dtype])
     markdown, chart = write_report(results_dir)
     print(Path(markdown).read_text())
     print(f"report: {markdown}, chart: {chart}")
@@ -132,18 +140,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check_task(args: argparse.Namespace) -> int:
-    from .evaluation.tasks import TaskError, find_tasks, load_task
+    from .evaluation.tasks import TaskError, load_task, select_tasks
 
     status = 0
-    paths = [p for root in args.dirs for p in (find_tasks(root) or [root])]
-    for path in paths:
-        try:
-            task = load_task(path)
-            print(f"ok: {task.name} ({task.embedding_type}, {task.prediction_type}, {task.split_mode}, "
-                  f"{len(task.labels)} labels, metrics {', '.join(task.metrics)})")
-        except TaskError as error:
-            print(error, file=sys.stderr)
-            status = 1
+    for root in args.dirs:
+        for path in select_tasks(root):
+            try:
+                task = load_task(path, read_headers=True)
+                print(f"ok: {task.name} ({task.embedding_type}, {task.prediction_type}, {task.split_mode}, "
+                      f"{len(task.labels)} labels, metrics {', '.join(task.metrics)})")
+            except TaskError as error:
+                print(error, file=sys.stderr)
+                status = 1
     return status
 
 
@@ -223,28 +231,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="score presets/configs on HEAR-layout tasks (shallow MLP on frozen embeddings)",
-        description="For every model x task: embed every split (cached, resumable), search the HEAR grid of "
-        "downstream MLPs on the first fold, train the chosen one on every fold and score it with the task's "
-        "metrics. Writes RESULTS/<model>/<task>.json, RESULTS/report.md and RESULTS/report.png. Finished "
-        "model x task results are not recomputed unless the model config or the downstream protocol (--grid-points, "
-        "--max-epochs, --seed) changed; a failing task is reported and the others go on.",
+        description="For every model x task: embed every split (cached, resumable), draw the HEAR kit's grid points, "
+        "search them on the first data split, train the chosen one on every split and score it with the task's "
+        "metrics, exactly as heareval 2021.1.3 does. With --embeddings, score embeddings that heareval's own "
+        "embedding runner wrote instead. Writes RESULTS/<model>/<task>.json, RESULTS/report.md and "
+        "RESULTS/report.png. A stored result is reused only while everything it was computed from holds (config "
+        "numbers, dtype, embedding code, task files and audio, protocol); otherwise it is recomputed and the log "
+        "says why. A failing task is reported and the others go on.",
         epilog="examples:\n  hearfuse evaluate --model crepe --tasks tasks/ --results results/\n"
-        "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda",
+        "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda\n"
+        "  hearfuse evaluate --embeddings embeddings/hearfuse.presets.crepe --results results/\n\n"
+        "Exit status: 0 when every task was scored, 1 when any failed, 2 on usage errors.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("--model", "-m", action="append", required=True,
+    evaluate.add_argument("--model", "-m", action="append",
                           help="preset name or .toml/.json config; repeat for several models")
-    evaluate.add_argument("--tasks", required=True, help="a task directory or a folder of task directories")
+    evaluate.add_argument("--tasks", help="a task directory or a folder of task directories")
+    evaluate.add_argument("--embeddings", metavar="DIR",
+                          help="score heareval's embeddings instead: EMBEDDINGS/<module>/ (or one task folder in it)")
     evaluate.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
     evaluate.add_argument("--results", default="results", help="results directory (default: results)")
     evaluate.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
     evaluate.add_argument("--device", default=_DEFAULT_DEVICE,
                           help="device for embedding and training (default: cuda when available)")
     evaluate.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="autocast precision of the models")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the grid draw and training (default: 0)")
-    evaluate.add_argument("--grid-points", type=int, default=8,
-                          help="configurations of the 16-point HEAR grid tried (default: 8)")
-    evaluate.add_argument("--max-epochs", type=int, default=500, help="epoch limit per training (default: 500)")
+    protocol = evaluate.add_argument_group(
+        "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports")
+    protocol.add_argument("--seed", type=int, default=42,
+                          help="seed of the grid draw and of training (default: 42, the kit's seed_everything(42))")
+    protocol.add_argument("--grid-points", type=int, default=8,
+                          help="grid points drawn from the 16-point HEAR grid (default: 8, the kit's)")
+    protocol.add_argument("--max-epochs", type=int,
+                          help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)")
+    protocol.add_argument("--shuffle-batches", action="store_true",
+                          help="shuffle training rows every epoch (the kit reads them in stored order)")
     evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
     evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
@@ -264,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
     check = task_commands.add_parser(
         "check", help="validate task directories and say exactly what is malformed",
-        description="Validate task directories (metadata, label vocabulary, split files, labels, audio files).",
+        description="Validate task directories (metadata, label vocabulary, split files, labels) and read the "
+        "header of every audio file; each problem is named with its task, split and file.",
         epilog="example:\n  hearfuse tasks check tasks/", formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("dirs", nargs="+", metavar="DIR", help="a task directory or a folder of task directories")

@@ -184,9 +184,17 @@ class FusionConfig:
         return cls.from_dict(data)
 
     def fingerprint(self) -> str:
-        """Short hash of everything that changes the embeddings (the name excluded)."""
+        """Short hash of everything that changes the embeddings: not the name, and not the options a
+        member's family declares performance-only (CREPE's ``frame_batch``)."""
+        from .upstream import families
+
+        registered = families()
         data = self.to_dict()
         data.pop("name")
+        for member in data["members"]:
+            family = registered.get(member["family"])
+            skip = family.performance_options if family else frozenset()
+            member["options"] = {k: v for k, v in member["options"].items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,21 +1,28 @@
-"""Embedding cache: every split of a task embedded once per model config, memory-mapped, resumable.
+"""Embedding cache: every split of a task embedded once per representation, memory-mapped, resumable.
 
-Per (config fingerprint, task, split) the cache holds::
+Per (embedding key, task, split) the cache holds::
 
     rows.f32        float32 rows, appended: one per clip (scene) or per frame (event)
     timestamps.f32  the frame time of each row, ms (event tasks)
     index.jsonl     one line per clip: {"file", "start", "count"}; its length is what is done
-    meta.json       width and kind, written first
+    meta.json       width, kind and what the rows were computed from (the split's audio stamp)
 
-Rows are appended before the clip's index line, and a resumed run truncates ``rows.f32``
-to what the index accounts for, so a killed run loses at most the batch in flight. Reading
-maps the rows with ``numpy.memmap``: a task of 100k clips never needs to fit in memory.
+The embedding key (:func:`embedding_key`) covers the config's numeric content, the dtype and the
+embedding code; the audio stamp covers the split's files. A split whose audio changed is embedded
+again, and the log says why. Clips are stored in the kit's memmap order (:meth:`Task.kit_file_order`),
+which is the order training batches read them in.
+
+Crash safety: each batch's rows reach the disk (flushed and fsynced) before its index lines are
+written, so the index never names rows that are not there; a resumed run keeps only the index
+entries whose rows are complete on disk and truncates the data files to them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +31,12 @@ import torch
 
 from ..audio import AudioError, audio_info, load_audio
 from ..corpus import consecutive_batches
+from ..files import write_text_atomic
 from ..model import FusionModel
+from .provenance import digest, embedding_code_version, files_stamp
 from .tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingError(RuntimeError):
@@ -34,21 +45,23 @@ class EmbeddingError(RuntimeError):
 
 @dataclass
 class SplitEmbeddings:
-    """A split's embeddings as rows, with the clip each row belongs to."""
+    """A split's embeddings as rows, with the clip each run of rows belongs to."""
 
     rows: np.ndarray  # (n_rows, D), memory-mapped
-    files: list[str]  # clip of each row's group, in order
+    files: list[str]  # clip of each row group, in order
     starts: np.ndarray  # first row of each clip
     counts: np.ndarray  # rows of each clip
     timestamps: np.ndarray | None  # (n_rows,) ms, event tasks
 
-    @property
-    def row_files(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.files)), self.counts)
+
+def embedding_key(model: FusionModel) -> dict:
+    """What a cached embedding depends on besides its audio."""
+    return {"config": model.config.fingerprint(), "dtype": str(model.autocast_dtype or torch.float32).removeprefix("torch."),
+            "embedding_code": embedding_code_version()}
 
 
-def split_dir(cache_root: Path, fingerprint: str, task: Task, split: str) -> Path:
-    return Path(cache_root) / fingerprint / task.name / split
+def split_dir(cache_root: Path, key: dict, task: Task, split: str) -> Path:
+    return Path(cache_root) / digest(key) / task.name / split
 
 
 def embed_split(
@@ -57,29 +70,34 @@ def embed_split(
     split: str,
     cache_root: str | Path,
     *,
+    files: list[str] | None = None,
     batch_seconds: float = 60.0,
     progress=None,
 ) -> SplitEmbeddings:
-    """Embed a split into the cache (resuming if partly done) and return it memory-mapped."""
+    """Embed a split into the cache (resuming if partly done) and return it memory-mapped.
+
+    ``files``: the split's clips in storage order (default: the kit's memmap order).
+    """
     kind = task.embedding_type
     width = model.timestamp_embedding_size if kind == "event" else model.scene_embedding_size
-    directory = split_dir(Path(cache_root), model.config.fingerprint(), task, split)
-    directory.mkdir(parents=True, exist_ok=True)
-    meta_path = directory / "meta.json"
-    meta = {"kind": kind, "width": width, "config": model.config.name}
-    if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
-        raise EmbeddingError(f"cache {directory} holds other embeddings ({meta_path.read_text()}); delete it")
-    meta_path.write_text(json.dumps(meta))
-
-    files = sorted(task.split_labels(split))
-    done = _read_index(directory)
-    if [entry["file"] for entry in done] != files[: len(done)]:
-        raise EmbeddingError(f"cache {directory} does not match split {split!r} of {task.name}; delete it")
-    rows_done = sum(entry["count"] for entry in done)
-    _truncate(directory / "rows.f32", rows_done * width * 4)
-    _truncate(directory / "timestamps.f32", rows_done * 4)
-
+    files = files if files is not None else task.kit_file_order()[split]
     audio_dir = task.audio_dir(split, model.sample_rate)
+    directory = split_dir(Path(cache_root), embedding_key(model), task, split)
+    meta = {"kind": kind, "width": width, "config": model.config.name, "files": digest(files),
+            "audio": _audio_stamp(audio_dir, files)}
+    meta_path = directory / "meta.json"
+    if meta_path.is_file():
+        stored = json.loads(meta_path.read_text())
+        if stored != meta:
+            changed = [key for key in meta if stored.get(key) != meta[key]]
+            log.info("re-embedding %s/%s for %s: %s changed since it was cached",
+                     task.name, split, model.config.name, ", ".join(changed))
+            shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(meta_path, json.dumps(meta))
+
+    done = _resume(directory, files, width)
+    rows_done = sum(entry["count"] for entry in done)
     todo = files[len(done) :]
     with open(directory / "rows.f32", "ab") as rows_file, open(directory / "timestamps.f32", "ab") as times_file, open(
         directory / "index.jsonl", "a"
@@ -90,20 +108,22 @@ def embed_split(
             embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[:, None]
             if embeddings.shape[-1] != width:
                 raise EmbeddingError(f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}")
-            embeddings = embeddings.cpu().numpy().astype(np.float32)
+            embeddings = embeddings.float().cpu().numpy()
             times = (
                 result.timestamps.cpu().numpy().astype(np.float32)
                 if kind == "event"
                 else np.zeros(embeddings.shape[:2], np.float32)
             )
+            lines = []
             for clip, name in enumerate(batch):
                 rows_file.write(embeddings[clip].tobytes())
                 times_file.write(times[clip].tobytes())
-                index_file.write(json.dumps({"file": name, "start": rows_done, "count": embeddings.shape[1]}) + "\n")
+                lines.append(json.dumps({"file": name, "start": rows_done, "count": embeddings.shape[1]}) + "\n")
                 rows_done += embeddings.shape[1]
-            for handle in (rows_file, times_file, index_file):  # rows reach disk before their index lines
-                handle.flush()
-                os.fsync(handle.fileno())
+            for handle in (rows_file, times_file):  # the data is on disk before any index line names it
+                _sync(handle)
+            index_file.write("".join(lines))
+            _sync(index_file)
             if progress is not None:
                 progress(len(batch))
     return read_split(directory)
@@ -131,20 +151,61 @@ def read_split(directory: Path) -> SplitEmbeddings:
     )
 
 
+def _audio_stamp(audio_dir: Path, files: list[str]) -> str:
+    try:
+        return files_stamp(audio_dir, files)
+    except OSError as error:
+        raise EmbeddingError(f"audio file {error.filename}: {error.strerror}") from None
+
+
+def _resume(directory: Path, files: list[str], width: int) -> list[dict]:
+    """The index entries whose rows are complete on disk (in order, for the expected files); the
+    index and the data files are trimmed to them."""
+    entries = _read_index(directory)
+    rows_size = _size(directory / "rows.f32")
+    times_size = _size(directory / "timestamps.f32")
+    kept, end = [], 0
+    for expected, entry in zip(files, entries):
+        complete = (end + entry.get("count", 0)) * width * 4 <= rows_size and (end + entry["count"]) * 4 <= times_size
+        if entry.get("file") != expected or entry.get("start") != end or not complete:
+            break
+        kept.append(entry)
+        end += entry["count"]
+    index_text = "".join(json.dumps(e) + "\n" for e in kept)
+    if len(kept) != len(entries):
+        log.info("cache %s: keeping %d of %d indexed clips (the rest is not complete on disk)",
+                 directory, len(kept), len(entries))
+    if _read_text(directory / "index.jsonl") != index_text:  # also drops a line cut short
+        write_text_atomic(directory / "index.jsonl", index_text)
+    _truncate(directory / "rows.f32", end * width * 4)
+    _truncate(directory / "timestamps.f32", end * 4)
+    return kept
+
+
 def _read_index(directory: Path) -> list[dict]:
     path = directory / "index.jsonl"
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
     entries = []
-    for line in lines:
+    for line in path.read_text().splitlines():
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
             break  # a line cut short by a killed run: everything after it is redone
-    if len(entries) != len(lines):
-        path.write_text("".join(json.dumps(e) + "\n" for e in entries))
     return entries
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def _truncate(path: Path, size: int) -> None:

@@ -1,61 +1,33 @@
-"""The HEAR downstream protocol: a shallow MLP trained on frozen embeddings, in plain PyTorch.
+"""The HEAR downstream model: a shallow MLP trained on frozen embeddings, in plain PyTorch.
 
-Faithful to the HEAR 2021 kit: hidden layers of 1024 with BatchNorm, dropout 0.1 and ReLU
-(in that order), Xavier initialisation with the ReLU/linear gain, Adam, batch 1024,
-validation every 3 epochs, early stopping on the primary metric after 20 checks without
-improvement, at most 500 epochs, and the weights of the best validation check restored
-for testing. Grid: hidden layers {1, 2} x lr {3.2e-3, 1e-3, 3.2e-4, 1e-4} x init
-{xavier uniform, xavier normal}, 8 configurations drawn with a fixed seed.
+It follows heareval 2021.1.3 (``task_predictions.py``): ``FullyConnectedPrediction``'s layers
+(Linear, BatchNorm1d, Dropout, ReLU per hidden layer; Xavier init with the gain of the activation
+before the weights), Adam, validation every ``check_val_every_n_epoch`` epochs, and PyTorch
+Lightning's ``EarlyStopping``/``ModelCheckpoint`` pair as the kit configures them: the monitored value
+must strictly improve, ``patience`` checks without improvement stop training, a non-finite value
+stops it at once (``check_finite``), and the best check's weights are restored for testing.
 
-One deliberate difference: training batches are shuffled (with a seeded generator); the
-kit read memory-mapped embeddings in file order because random access was slow.
+Training rows come in their stored order unless ``shuffle`` is asked for (the kit never shuffles;
+see :class:`~.protocol.Protocol`). One unavoidable difference: a final training batch of a single
+row is skipped when the model has BatchNorm, where the kit would fail ("Expected more than 1 value
+per channel").
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import os
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from scipy.ndimage import median_filter
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class HyperParameters:
-    hidden_layers: int
-    lr: float
-    initialization: str  # "xavier_uniform" | "xavier_normal"
-    hidden_dim: int = 1024
-    dropout: float = 0.1
-    batch_size: int = 1024
-    max_epochs: int = 500
-    check_every: int = 3
-    patience: int = 20
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-GRID = {
-    "hidden_layers": [1, 2],
-    "lr": [3.2e-3, 1e-3, 3.2e-4, 1e-4],
-    "initialization": ["xavier_uniform", "xavier_normal"],
-}
-GRID_SIZE = math.prod(len(values) for values in GRID.values())
-
-
-def hyperparameter_grid(points: int = 8, seed: int = 0, **overrides) -> list[HyperParameters]:
-    """``points`` configurations of the HEAR grid, drawn in a fixed order for a seed."""
-    configs = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
-    random.Random(seed).shuffle(configs)
-    return [HyperParameters(**config, **overrides) for config in configs[:points]]
+from .events import Postprocessing
+from .metrics import Metric
+from .protocol import HyperParameters
 
 
 class MLP(nn.Module):
@@ -64,12 +36,15 @@ class MLP(nn.Module):
         initialize = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}[
             params.initialization
         ]
+        norm = {"BatchNorm1d": nn.BatchNorm1d, "LayerNorm": nn.LayerNorm, "Identity": nn.Identity}[params.hidden_norm]
         layers: list[nn.Module] = []
         width, gain = in_features, nn.init.calculate_gain("linear")
         for _ in range(params.hidden_layers):
             linear = nn.Linear(width, params.hidden_dim)
             initialize(linear.weight, gain=gain)
-            layers += [linear, nn.BatchNorm1d(params.hidden_dim), nn.Dropout(params.dropout), nn.ReLU()]
+            block = [nn.Dropout(params.dropout), nn.ReLU()]
+            block = block + [norm(params.hidden_dim)] if params.norm_after_activation else [norm(params.hidden_dim)] + block
+            layers += [linear, *block]
             width, gain = params.hidden_dim, nn.init.calculate_gain("relu")
         projection = nn.Linear(width, out_features)
         initialize(projection.weight, gain=gain)
@@ -83,7 +58,8 @@ def probabilities(logits: Tensor, prediction_type: str) -> Tensor:
     return logits.softmax(dim=-1) if prediction_type == "multiclass" else logits.sigmoid()
 
 
-def _loss(logits: Tensor, targets: Tensor, prediction_type: str) -> Tensor:
+def loss(logits: Tensor, targets: Tensor, prediction_type: str) -> Tensor:
+    """Cross entropy on the argmax of one-hot targets (multiclass) or BCE with logits (multilabel)."""
     if prediction_type == "multiclass":
         return nn.functional.cross_entropy(logits, targets.argmax(dim=-1))
     return nn.functional.binary_cross_entropy_with_logits(logits, targets)
@@ -93,88 +69,112 @@ def _loss(logits: Tensor, targets: Tensor, prediction_type: str) -> Tensor:
 class TrainedPredictor:
     model: MLP
     params: HyperParameters
+    #: Best monitored value: the primary validation score, or the validation loss when the task
+    #: turns scoring off for early stopping. NaN when the first check was already non-finite.
     validation_score: float
+    monitor: str  # "score" | "loss"
     best_epoch: int
     epochs_run: int
-    validation_extra: dict  # e.g. the event decoding chosen on validation
+    #: Event decoding chosen at the best check (event tasks).
+    postprocessing: Postprocessing | None
 
-    def predict(self, x: np.ndarray | Tensor, prediction_type: str, device: str = "cpu") -> np.ndarray:
-        return predict(self.model, x, prediction_type, device)
+    def predict(self, x, prediction_type: str, device: str = "cpu") -> np.ndarray:
+        return predict_logits(self.model, x, device, lambda logits: probabilities(logits, prediction_type))
 
 
-def predict(model: nn.Module, x, prediction_type: str, device: str = "cpu", chunk: int = 8192) -> np.ndarray:
-    """Class probabilities for every row, computed in chunks (x may be a memmap)."""
+def predict_logits(model: nn.Module, x, device: str = "cpu", transform=None, chunk: int = 8192) -> np.ndarray:
+    """Logits (or ``transform(logits)``) for every row, computed in chunks (x may be a memmap)."""
     model.eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(x), chunk):
             batch = torch.from_numpy(np.array(x[start : start + chunk], dtype=np.float32)).to(device)
-            outputs.append(probabilities(model(batch), prediction_type).cpu().numpy())
+            logits = model(batch)
+            outputs.append((transform(logits) if transform else logits).cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, model.layers[-1].out_features), np.float32)
 
 
-#: Scores validation predictions: returns (score, extra info such as the decoding chosen).
-Validator = Callable[[np.ndarray], tuple[float, dict]]
+#: Scores validation probabilities with the task's primary metric: (score, event decoding chosen).
+Validator = Callable[[np.ndarray], tuple[float, Postprocessing | None]]
 
 
 def train_predictor(
     x_train,
     y_train: np.ndarray,
     x_valid,
-    validate: Validator,
+    y_valid: np.ndarray,
     params: HyperParameters,
     *,
     prediction_type: str,
-    higher_is_better: bool = True,
+    validate: Validator | None,
+    metric: Metric | None = None,
+    postprocessing: Postprocessing | None = None,
+    shuffle: bool = False,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = False,
 ) -> TrainedPredictor:
-    """Train one configuration with early stopping; the best validation check's weights are kept.
+    """Train one grid point with early stopping; the best validation check's weights are kept.
 
-    ``progress`` shows an epoch bar with the best validation score so far: one configuration
-    of a frame-level event task can train for many minutes on a CPU.
+    ``validate`` + ``metric``: monitor the primary validation score. ``validate=None``: monitor the
+    validation loss (lower is better) and use ``postprocessing`` as the event decoding, as the kit
+    does for tasks with ``use_scoring_for_early_stopping: false``. ``progress`` shows an epoch bar
+    with the best value so far: one grid point of a frame-level event task can train for many
+    minutes on a CPU.
     """
     from tqdm import tqdm
 
+    if validate is not None and metric is None:
+        raise ValueError("monitoring a validation score needs its metric")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = _Rows(x_train, device)
     targets = torch.as_tensor(y_train, dtype=torch.float32, device=device)
+    valid_targets = torch.as_tensor(y_valid, dtype=torch.float32)
     model = MLP(x_train.shape[1], targets.shape[1], params).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
-    sign = 1.0 if higher_is_better else -1.0
-    best_score, best_state, best_epoch, best_extra = -np.inf, None, 0, {}
+    has_batch_norm = params.hidden_layers > 0 and params.hidden_norm == "BatchNorm1d"
+
+    def measure() -> tuple[float, Postprocessing | None]:
+        logits = torch.from_numpy(predict_logits(model, x_valid, device))
+        if validate is None:
+            return float(loss(logits, valid_targets, prediction_type)), postprocessing
+        return validate(probabilities(logits, prediction_type).numpy())
+
+    rank = metric.rank if validate is not None else (lambda value: -math.inf if math.isnan(value) else -value)
+    best_rank, best_value, best_state, best_epoch, best_postprocessing = -math.inf, math.nan, None, 0, postprocessing
     checks_without_improvement = 0
     epoch = 0
     with tqdm(total=params.max_epochs, desc="train", unit="epoch", leave=False, disable=not progress) as bar:
         for epoch in range(1, params.max_epochs + 1):
             bar.update()
             model.train()
-            order = torch.randperm(len(targets), generator=generator)
+            order = torch.randperm(len(targets), generator=generator) if shuffle else torch.arange(len(targets))
             for start in range(0, len(targets), params.batch_size):
                 index = order[start : start + params.batch_size]
-                if len(index) < 2 and params.hidden_layers:  # BatchNorm needs two samples
+                if len(index) < 2 and has_batch_norm:
                     continue
                 optimizer.zero_grad(set_to_none=True)
-                _loss(model(inputs[index]), targets[index.to(device)], prediction_type).backward()
+                loss(model(inputs[index]), targets[index.to(device)], prediction_type).backward()
                 optimizer.step()
-            if epoch % params.check_every:
+            if epoch % params.check_val_every_n_epoch:
                 continue
-            score, extra = validate(predict(model, x_valid, prediction_type, device))
-            score = 0.0 if np.isnan(score) else score
-            if sign * score > best_score:
-                best_score, best_epoch, best_extra = sign * score, epoch, extra
+            value, chosen = measure()
+            improved = rank(value) > best_rank
+            if improved or best_state is None:  # ModelCheckpoint keeps the first check whatever its value
+                best_rank, best_value, best_epoch, best_postprocessing = rank(value), value, epoch, chosen
                 best_state = copy.deepcopy(model.state_dict())
-                bar.set_postfix(best=f"{score:.4g}", at=epoch)
-                checks_without_improvement = 0
-            else:
-                checks_without_improvement += 1
-                if checks_without_improvement >= params.patience:
-                    break
+                bar.set_postfix(best=f"{value:.4g}", at=epoch)
+            if not math.isfinite(value):  # EarlyStopping(check_finite=True) stops on NaN or inf
+                break
+            checks_without_improvement = 0 if improved else checks_without_improvement + 1
+            if checks_without_improvement >= params.patience:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainedPredictor(model, params, sign * best_score, best_epoch, epoch, best_extra)
+    return TrainedPredictor(
+        model, params, best_value, "score" if validate is not None else "loss", best_epoch, epoch, best_postprocessing
+    )
 
 
 class _Rows:
@@ -192,48 +192,3 @@ class _Rows:
         order = index.sort()  # sequential reads from the memory-mapped file
         batch = torch.from_numpy(np.asarray(self.rows[order.values.numpy()], dtype=np.float32))
         return batch[order.indices.argsort()].to(self.device)
-
-
-def decode_events(
-    frame_probabilities: np.ndarray,
-    timestamps: np.ndarray,
-    labels: list[str],
-    *,
-    threshold: float = 0.5,
-    median_filter_ms: float = 0.0,
-    min_duration: float = 0.0,
-) -> list[dict]:
-    """Frame probabilities of one file ``(T, n_labels)`` -> events ``{label, start, end}`` in ms.
-
-    As the HEAR kit: optional median filter over ``round(median_filter_ms / hop)`` frames,
-    frames above the threshold, runs of consecutive positive frames become events from the
-    first to the last frame's timestamp, and events shorter than ``min_duration`` are dropped.
-    """
-    order = np.argsort(timestamps, kind="stable")
-    timestamps, frame_probabilities = np.asarray(timestamps)[order], np.asarray(frame_probabilities)[order]
-    if median_filter_ms and len(timestamps) > 1:
-        width = int(round(median_filter_ms / float(np.mean(np.diff(timestamps)))))
-        if width:
-            frame_probabilities = median_filter(frame_probabilities, size=(width, 1))
-    active = frame_probabilities > threshold
-    events = []
-    for label_index, label in enumerate(labels):
-        frames = np.flatnonzero(active[:, label_index])
-        if not len(frames):
-            continue
-        breaks = np.flatnonzero(np.diff(frames) > 1)
-        for first, last in zip(np.r_[0, breaks + 1], np.r_[breaks, len(frames) - 1]):
-            start, end = float(timestamps[frames[first]]), float(timestamps[frames[last]])
-            if end - start >= min_duration:
-                events.append({"label": label, "start": start, "end": end})
-    events.sort(key=lambda event: event["start"])
-    return events
-
-
-def frame_targets(events: list[dict], timestamps: np.ndarray, label_to_index: dict[str, int]) -> np.ndarray:
-    """Multi-hot frame labels: a label is on at every timestamp within [start, end] of one of its events."""
-    targets = np.zeros((len(timestamps), len(label_to_index)), dtype=np.float32)
-    for event in events:
-        inside = (timestamps >= float(event["start"])) & (timestamps <= float(event["end"]) + 1e-4)
-        targets[inside, label_to_index[str(event["label"])]] = 1.0
-    return targets

@@ -1,42 +1,41 @@
 """Evaluate representations on HEAR tasks: embed (cached), train the downstream grid, score, save.
 
-For each task: every split is embedded once per model config (:mod:`.cache`); the grid of
-:func:`~.downstream.hyperparameter_grid` is searched on the first fold only; the chosen
-configuration is trained on every fold (fold i tests, fold i+1 validates, the rest train)
-and scored with every metric of the task. Results go to ``RESULTS/<model>/<task>.json``;
-a finished result is not recomputed unless the model config or the downstream protocol
-(grid points, epoch limit, seed) changed.
+For each task the protocol is the HEAR kit's (:mod:`.protocol`): the kit's grid points are searched on
+the first data split, the chosen point is trained on every split (k-fold: fold i tests, fold i+1
+validates) and scored with every metric of the task, and fold scores are aggregated as the kit does.
+Embeddings come from the cache (:mod:`.cache`) or, with :func:`evaluate_embeddings`, from a folder
+written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json`` and are
+reused only while their provenance (:mod:`.provenance`) and protocol hold; otherwise they are
+recomputed and the log says why.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
+import logging
+import math
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..config import FusionConfig
+from ..files import write_text_atomic
 from ..hear import resolve_config
 from ..model import FusionModel
-from . import metrics
-from .cache import SplitEmbeddings, embed_split
-from .downstream import (
-    GRID_SIZE,
-    HyperParameters,
-    TrainedPredictor,
-    decode_events,
-    frame_targets,
-    hyperparameter_grid,
-    train_predictor,
-)
-from .tasks import Fold, Task, find_tasks, load_task
+from . import heareval_layout, metrics, provenance
+from .cache import embed_split, embedding_key
+from .downstream import TrainedPredictor, train_predictor
+from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
+from .protocol import HyperParameters, Protocol, aggregate, uses_scoring_for_early_stopping
+from .splits import SplitData, from_cache
+from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,24 +43,9 @@ class EvaluationSettings:
     cache_dir: Path
     results_dir: Path
     device: str = "cpu"
-    seed: int = 0
-    grid_points: int = 8
+    protocol: Protocol = field(default_factory=Protocol)
     batch_seconds: float = 60.0
-    max_epochs: int = 500
     progress: bool = True
-
-    def __post_init__(self) -> None:
-        """Refuse settings under which no configuration would be trained or validated."""
-        if not 1 <= self.grid_points <= GRID_SIZE:
-            raise ValueError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
-        checks = HyperParameters.check_every
-        if self.max_epochs < checks:
-            raise ValueError(f"max_epochs must be at least {checks} (one validation check), got {self.max_epochs}")
-
-    def protocol(self) -> dict:
-        """The settings a score depends on besides the embedding; stored with each result,
-        which is reused only under the same protocol (a 1-point grid must not stand in for 8)."""
-        return {"grid_points": self.grid_points, "max_epochs": self.max_epochs, "seed": self.seed}
 
 
 def result_path(results_dir: Path, model_name: str, task_name: str) -> Path:
@@ -77,200 +61,236 @@ def evaluate(
     dtype: torch.dtype | None = None,
 ) -> list[dict]:
     """Every model x task; a failing task is recorded as failed and the others go on."""
-    task_paths = find_tasks(tasks_dir)
-    if only:
-        task_paths = [p for p in task_paths if p.name in only or p.name.split("-")[0] in only]
-    if not task_paths:
-        raise FileNotFoundError(f"no task directories (with task_metadata.json) found in {tasks_dir}")
+    task_paths = select_tasks(tasks_dir, tuple(only))
     results = []
     for model_ref in models:
         config = resolve_config(model_ref)
         model: FusionModel | None = None
-        for task_path in task_paths:
-            out = result_path(settings.results_dir, config.name, task_path.name)
-            if out.is_file():
-                previous = json.loads(out.read_text())
-                if (
-                    previous.get("status") == "ok"
-                    and previous.get("config_fingerprint") == config.fingerprint()
-                    and previous.get("protocol") == settings.protocol()
-                ):
-                    results.append(previous)
-                    continue
-            started = time.perf_counter()
-            try:
-                task = load_task(task_path)
-                if model is None:
-                    model = FusionModel.from_config(config, device=settings.device, dtype=dtype)
-                result = evaluate_task(model, task, settings)
-            except Exception as error:  # one failing task must not stop the others
-                result = {
-                    "model": config.name,
-                    "task": task_path.name,
-                    "status": "failed",
-                    "error": f"{type(error).__name__}: {error}",
-                    "traceback": traceback.format_exc(limit=5),
-                    "config_fingerprint": config.fingerprint(),
-                }
-            result.setdefault("timings", {})["total_s"] = time.perf_counter() - started
-            _write_json(out, result)
-            results.append(result)
+        key = {"config": config.fingerprint(), "dtype": str(dtype or torch.float32).removeprefix("torch."),
+               "embedding_code": provenance.embedding_code_version()}
+
+        def compute(task: Task) -> dict:
+            nonlocal model
+            load_task(task.path, read_headers=True)  # every bad audio file named before any work
+            if model is None:
+                model = FusionModel.from_config(config, device=settings.device, dtype=dtype)
+            return evaluate_task(model, task, settings)
+
+        def identity(task: Task) -> dict:
+            return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}
+
+        results += [_run(config.name, path, settings, load_task, identity, compute) for path in task_paths]
     return results
 
 
+def evaluate_embeddings(root: str | Path, settings: EvaluationSettings, *, only: Sequence[str] = ()) -> list[dict]:
+    """Score embeddings written by heareval's embedding runner (``EMBEDDINGS/<module>/``, or one task
+    folder in it); the model is named after the module's folder."""
+    paths = filter_tasks(heareval_layout.find_embedding_tasks(root), tuple(only), root)
+
+    def compute(task: Task) -> dict:
+        data = {split: heareval_layout.read_split(task, split) for split in task.splits}
+        return score_task(task, data, settings)
+
+    def identity(task: Task) -> dict:
+        return {"embeddings": heareval_layout.stamp(task), "task": provenance.task_content(task)}
+
+    def load(path: Path) -> Task:
+        return load_task(path, check_audio=False)
+
+    return [_run(heareval_layout.module_name(path), path, settings, load, identity, compute) for path in paths]
+
+
+def _run(
+    model_name: str,
+    task_path: Path,
+    settings: EvaluationSettings,
+    load: Callable[[Path], Task],
+    identity: Callable[[Task], dict],
+    compute: Callable[[Task], dict],
+) -> dict:
+    """One model x task: reuse the stored result if its provenance holds, else compute and store it."""
+    out = result_path(settings.results_dir, model_name, task_path.name)
+    started = time.perf_counter()
+    current: dict = {"protocol": settings.protocol.to_dict()}
+    try:
+        task = load(task_path)
+        current = {**identity(task), **current}
+        previous = json.loads(out.read_text()) if out.is_file() else None
+        if previous is not None and previous.get("status") == "ok":
+            reasons = provenance.changes(previous.get("provenance"), current)
+            if not reasons:
+                return previous
+            log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
+        result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+    except (TaskError, ValueError, OSError, RuntimeError) as error:  # one failing task must not stop the others
+        result = {
+            "model": model_name,
+            "task": task_path.name,
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(limit=5),
+        }
+    result["provenance"] = current
+    result.setdefault("timings", {})["total_s"] = time.perf_counter() - started
+    result = _json_safe(result)
+    write_text_atomic(out, json.dumps(result, indent=2))
+    return result
+
+
+def _audio_stamps(task: Task) -> dict[str, str]:
+    return {split: provenance.files_stamp(task.audio_dir(split), list(task.split_labels(split))) for split in task.splits}
+
+
 def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) -> dict:
-    """Embed, select hyperparameters on the first fold, train and test every fold."""
+    """Embed every split (cached), then :func:`score_task`."""
     from tqdm import tqdm
 
     started = time.perf_counter()
-    splits = {}
-    total = sum(len(task.split_labels(s)) for s in task.splits)
-    with tqdm(total=total, desc=f"embed {task.name}", unit="clip", disable=not settings.progress) as bar:
+    order = task.kit_file_order()
+    data = {}
+    with tqdm(total=sum(len(files) for files in order.values()), desc=f"embed {task.name}", unit="clip",
+              disable=not settings.progress) as bar:
         for split in task.splits:
-            splits[split] = embed_split(
-                model, task, split, settings.cache_dir, batch_seconds=settings.batch_seconds, progress=bar.update
-            )
+            embeddings = embed_split(model, task, split, settings.cache_dir, files=order[split],
+                                     batch_seconds=settings.batch_seconds, progress=bar.update)
+            data[split] = from_cache(task, split, embeddings)
     embed_seconds = time.perf_counter() - started
-    data = {split: _labelled(task, split, embeddings) for split, embeddings in splits.items()}
+    result = score_task(task, data, settings)
+    result["timings"]["embed_s"] = embed_seconds
+    return {**result, "config_fingerprint": model.config.fingerprint(), "config": model.config.to_dict(),
+            "embedding_key": embedding_key(model)}
+
+
+def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSettings) -> dict:
+    """Select a grid point on the first split, train it on every split, test, aggregate."""
+    from tqdm import tqdm
+
+    protocol = settings.protocol
+    primary = metrics.METRICS[task.primary_metric]
+    scoring = uses_scoring_for_early_stopping(task.metadata)
+    options = postprocessing_options(task.event_postprocessing_grid) if task.embedding_type == "event" else []
+    if task.embedding_type == "event" and not scoring and len(options) != 1:
+        raise TaskError(
+            f"task {task.name}: use_scoring_for_early_stopping is false, so event_postprocessing_grid must hold "
+            f"exactly one setting (the kit asserts this in epoch_best_postprocessing_or_default); it holds {len(options)}"
+        )
     folds = task.folds()
-    grid = hyperparameter_grid(settings.grid_points, settings.seed, max_epochs=settings.max_epochs)
-    higher = metrics.METRICS[task.primary_metric].higher_is_better
+    grid = protocol.grid(task.metadata)
+
+    def train(fold: Fold, params: HyperParameters) -> TrainedPredictor:
+        return _train_fold(task, fold, data, params, settings, scoring, options)
 
     started = time.perf_counter()
-    candidates = [
-        _train_fold(task, folds[0], data, params, settings)
-        for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)
-    ]
-    ranked = sorted(range(len(candidates)), key=lambda i: -candidates[i].validation_score if higher else candidates[i].validation_score)
-    chosen = candidates[ranked[0]]
+    candidates = [train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)]
+    # sort_grid_points: best validation value first, the earlier draw on ties (a stable sort)
+    chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
     grid_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
     fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
+    trained_folds = []
     for fold in folds:
-        trained = chosen if fold.index == 0 else _train_fold(task, fold, data, chosen.params, settings)
-        for name, value in _test_scores(task, fold, data, trained, settings).items():
+        trained = chosen if fold.index == 0 else train(fold, chosen.params)
+        trained_folds.append({"test": fold.test, "valid": fold.valid, "train": list(fold.train),
+                              "validation_score": trained.validation_score, "best_epoch": trained.best_epoch,
+                              "epochs_run": trained.epochs_run})
+        for name, value in _test_scores(task, data[fold.test], trained, settings.device).items():
             fold_scores[name].append(value)
     return {
-        "model": model.config.name,
-        "task": task.name,
-        "status": "ok",
         "metric": task.primary_metric,
-        "higher_is_better": higher,
-        "test": {
-            name: {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else 0.0,
-                   "folds": values}
-            for name, values in fold_scores.items()
-        },
+        "higher_is_better": primary.higher_is_better,
+        "test": {name: aggregate(values) for name, values in fold_scores.items()},
         "validation_score": chosen.validation_score,
+        "monitor": chosen.monitor,
         "selected_hyperparameters": chosen.params.to_dict(),
-        "selected_event_postprocessing": chosen.validation_extra.get("postprocessing"),
+        "selected_event_postprocessing": chosen.postprocessing.to_dict() if chosen.postprocessing else None,
         "grid": [
-            {"params": c.params.to_dict(), "validation_score": c.validation_score, "best_epoch": c.best_epoch}
+            {"params": c.params.to_dict(), "validation_score": c.validation_score, "best_epoch": c.best_epoch,
+             "epochs_run": c.epochs_run}
             for c in candidates
         ],
-        "config_fingerprint": model.config.fingerprint(),
-        "config": model.config.to_dict(),
-        "protocol": settings.protocol(),
-        "seed": settings.seed,
+        "folds": trained_folds,
+        "protocol": protocol.to_dict(),
         "device": settings.device,
-        "timings": {"embed_s": embed_seconds, "grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
+        "timings": {"grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
     }
 
 
-@dataclass
-class _Labelled:
-    x: np.ndarray  # rows (memory-mapped)
-    y: np.ndarray  # multi-hot targets per row
-    embeddings: SplitEmbeddings
-    references: dict  # the split's json
+def _rank(trained: TrainedPredictor, primary: metrics.Metric) -> float:
+    value = trained.validation_score
+    if trained.monitor == "score":
+        return primary.rank(value)
+    return -math.inf if math.isnan(value) else -value
 
 
-def _labelled(task: Task, split: str, embeddings: SplitEmbeddings) -> _Labelled:
-    references = task.split_labels(split)
-    index = task.label_to_index
-    if task.embedding_type == "scene":
-        y = np.zeros((len(embeddings.files), len(index)), dtype=np.float32)
-        for row, name in enumerate(embeddings.files):
-            y[row, [index[str(label)] for label in references[name]]] = 1.0
-    else:
-        y = np.concatenate(
-            [
-                frame_targets(references[name], np.asarray(embeddings.timestamps[start : start + count]), index)
-                for name, start, count in zip(embeddings.files, embeddings.starts, embeddings.counts)
-            ]
-        ) if len(embeddings.files) else np.zeros((0, len(index)), np.float32)
-    return _Labelled(embeddings.rows, y, embeddings, references)
-
-
-def _stack(parts: list[_Labelled]) -> tuple[np.ndarray, np.ndarray]:
+def _stack(parts: list[SplitData]) -> tuple[np.ndarray, np.ndarray]:
     if len(parts) == 1:
         return parts[0].x, parts[0].y
     return np.concatenate([np.asarray(p.x) for p in parts]), np.concatenate([p.y for p in parts])
 
 
-def _validator(task: Task, part: _Labelled):
+def _prediction_type(task: Task) -> str:
+    return "multilabel" if task.embedding_type == "event" else task.prediction_type
+
+
+def _events(part: SplitData, probabilities: np.ndarray, labels: list[str], setting: Postprocessing) -> dict:
+    return {name: decode_events(p, t, labels, setting) for name, p, t in part.per_file(probabilities)}
+
+
+def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
     labels = list(task.labels)
     primary = task.primary_metric
     if task.embedding_type == "scene":
-        return lambda probabilities: (metrics.score(primary, probabilities, part.y, label_vocabulary=labels), {})
-    grid = task.event_postprocessing_grid
-    options = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        return lambda probabilities: (metrics.score(primary, probabilities, part.y, label_vocabulary=labels), None)
 
-    def validate(probabilities: np.ndarray):
-        best = None
-        for option in options:
-            predicted = _events(part, probabilities, labels, option)
-            value = metrics.score(primary, predicted, part.references, label_vocabulary=labels)
-            value = 0.0 if np.isnan(value) else value
-            better = best is None or (value > best[0] if metrics.METRICS[primary].higher_is_better else value < best[0])
-            if better:
-                best = (value, option)
-        return best[0], {"postprocessing": best[1]}
+    def validate(probabilities: np.ndarray) -> tuple[float, Postprocessing]:
+        def score(option: Postprocessing) -> float:
+            return metrics.score(primary, _events(part, probabilities, labels, option), part.references,
+                                 label_vocabulary=labels)
+
+        option, value = choose_postprocessing(options, score, primary)
+        return value, option
 
     return validate
 
 
-def _events(part: _Labelled, probabilities: np.ndarray, labels: list[str], option: dict) -> dict[str, list[dict]]:
-    embeddings = part.embeddings
-    return {
-        name: decode_events(
-            probabilities[start : start + count], np.asarray(embeddings.timestamps[start : start + count]), labels, **option
-        )
-        for name, start, count in zip(embeddings.files, embeddings.starts, embeddings.counts)
-    }
-
-
-def _train_fold(task: Task, fold: Fold, data: dict[str, _Labelled], params: HyperParameters, settings) -> TrainedPredictor:
+def _train_fold(task: Task, fold: Fold, data: dict[str, SplitData], params: HyperParameters,
+                settings: EvaluationSettings, scoring: bool, options: list[Postprocessing]) -> TrainedPredictor:
     x_train, y_train = _stack([data[s] for s in fold.train])
     valid = data[fold.valid]
     return train_predictor(
         x_train,
         y_train,
         valid.x,
-        _validator(task, valid),
+        valid.y,
         params,
-        prediction_type="multilabel" if task.embedding_type == "event" else task.prediction_type,
-        higher_is_better=metrics.METRICS[task.primary_metric].higher_is_better,
+        prediction_type=_prediction_type(task),
+        validate=_validator(task, valid, options) if scoring else None,
+        metric=metrics.METRICS[task.primary_metric],
+        postprocessing=None if scoring or not options else options[0],
+        shuffle=settings.protocol.shuffle_batches,
         device=settings.device,
-        seed=settings.seed + fold.index,
+        seed=settings.protocol.seed + fold.index,
         progress=settings.progress,
     )
 
 
-def _test_scores(task: Task, fold: Fold, data: dict[str, _Labelled], trained: TrainedPredictor, settings) -> dict:
-    test = data[fold.test]
+def _test_scores(task: Task, test: SplitData, trained: TrainedPredictor, device: str) -> dict[str, float]:
     labels = list(task.labels)
-    prediction_type = "multilabel" if task.embedding_type == "event" else task.prediction_type
-    probabilities = trained.predict(test.x, prediction_type, settings.device)
+    probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":
         return {name: metrics.score(name, probabilities, test.y, label_vocabulary=labels) for name in task.metrics}
-    predicted = _events(test, probabilities, labels, trained.validation_extra["postprocessing"])
+    predicted = _events(test, probabilities, labels, trained.postprocessing)
     return {name: metrics.score(name, predicted, test.references, label_vocabulary=labels) for name in task.metrics}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(partial, path)
+def _json_safe(value):
+    """NaN (no value: a score undefined on this data) as null; infinities stay (a perfect d_prime is inf)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -58,6 +58,15 @@ class Metric:
     def __call__(self, predictions: Any, targets: Any, *, label_vocabulary: Sequence[str], **params: Any) -> float:
         return self.fn(predictions, targets, label_vocabulary=label_vocabulary, **{**self.params, **params})
 
+    def rank(self, value: float | None) -> float:
+        """Sort key of a score, larger is better and NaN (or None) worst: the one rule for "which score
+        is better" (early stopping, grid selection, event decoding). A NaN is never mistaken for the
+        best value of a lower-is-better metric; heareval's checkpointing likewise turns a NaN into
+        the worst value of its mode (``ModelCheckpoint._update_best_and_save``)."""
+        if value is None or math.isnan(value):
+            return -math.inf
+        return value if self.higher_is_better else -value
+
 
 # Scene and frame scores: predictions (n, n_labels) scores, targets (n, n_labels) 0/1.
 

@@ -24,7 +24,7 @@ Formatting rules (shared by the table, the secondary-metric table and the chart)
   column with fewer than two scores.
 * A failed run shows ``failed`` (its error is listed under the table), a missing
   (model, task) combination shows ``–``, a run whose scores lack the column's metric ``n/a``.
-* A run whose recorded downstream ``protocol`` (grid points, epoch limit, seed) differs from
+* A run whose recorded downstream ``protocol`` (grid points, epoch cap, seed, batch shuffling) differs from
   the most common one among the runs is marked ``†`` in the main table and listed under it:
   its score was not reached the same way as its neighbours'.
 """
@@ -306,8 +306,14 @@ def _describe_protocol(protocol: dict) -> str:
         f"{points} grid configuration{'' if points == 1 else 's'}" if points is not None else None,
         f"at most {epochs} epochs" if epochs is not None else None,
         f"seed {protocol['seed']}" if protocol.get("seed") is not None else None,
+        "training batches shuffled" if protocol.get("shuffle_batches") else None,
     ]
-    return ", ".join(part for part in parts if part) or "unspecified"
+    described = ", ".join(part for part in parts if part) or "unspecified"
+    if "kit" in protocol:
+        default = {"grid_points": 8, "seed": 42, "max_epochs": None, "shuffle_batches": False}
+        same = all(protocol.get(key) == value for key, value in default.items())
+        return f"the {protocol['kit']} protocol ({described})" + ("" if same else ", which departs from the kit")
+    return described + " (recorded before hearfuse followed the kit's protocol point by point)"
 
 
 def _protocol_markdown(results: Sequence[dict]) -> str:

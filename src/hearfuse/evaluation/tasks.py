@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..audio import AudioError, audio_info
+from .events import DEFAULT_POSTPROCESSING_GRID
 from .metrics import METRICS
 
 EMBEDDING_TYPES = ("scene", "event")
 PREDICTION_TYPES = ("multiclass", "multilabel")
 SPLIT_MODES = ("trainvaltest", "presplit_kfold", "new_split_kfold")
-#: Default event decoding grid of the HEAR 2021 evaluation (overridable per task).
-DEFAULT_EVENT_POSTPROCESSING = {"median_filter_ms": [250.0], "min_duration": [125.0, 250.0]}
 
 
 class TaskError(ValueError):
@@ -64,22 +65,36 @@ class Task:
 
     @property
     def event_postprocessing_grid(self) -> dict[str, list[float]]:
-        return dict(self.evaluation_params.get("event_postprocessing_grid", DEFAULT_EVENT_POSTPROCESSING))
+        return dict(self.evaluation_params.get("event_postprocessing_grid", DEFAULT_POSTPROCESSING_GRID))
 
     def folds(self) -> list[Fold]:
-        """trainvaltest: one fold. k-fold: fold i tests, fold i+1 validates, the rest train."""
+        """trainvaltest: one fold. k-fold (``data_splits_from_folds``): folds sorted, fold i tests,
+        fold i+1 (mod k) validates, the rest train in sorted order."""
         if self.split_mode == "trainvaltest":
             return [Fold(0, ("train",), "valid", "test")]
-        count = len(self.splits)
+        ordered = sorted(self.splits)
+        count = len(ordered)
         return [
             Fold(
                 i,
-                tuple(s for j, s in enumerate(self.splits) if j not in (i, (i + 1) % count)),
-                self.splits[(i + 1) % count],
-                self.splits[i],
+                tuple(s for j, s in enumerate(ordered) if j not in (i, (i + 1) % count)),
+                ordered[(i + 1) % count],
+                ordered[i],
             )
             for i in range(count)
         ]
+
+    def kit_file_order(self) -> dict[str, list[str]]:
+        """Each split's files in the order of the kit's embedding memmap, which is the order its
+        training batches come in: the split file's keys shuffled by one ``random.Random(0)`` that
+        goes through the splits in metadata order (``task_embeddings`` / ``memmap_embeddings``)."""
+        prng = random.Random(0)
+        order = {}
+        for split in self.splits:
+            files = list(self.split_labels(split))
+            prng.shuffle(files)
+            order[split] = files
+        return order
 
     def split_labels(self, split: str) -> dict[str, Any]:
         """The ``<split>.json`` mapping of file name to labels (scene) or events (event)."""
@@ -91,8 +106,13 @@ class Task:
         return self.path / str(rates[0]) / split
 
 
-def load_task(path: str | Path, *, check_audio: bool = True) -> Task:
-    """Read and validate a task directory; :class:`TaskError` says exactly what is malformed."""
+def load_task(path: str | Path, *, check_audio: bool = True, read_headers: bool = False) -> Task:
+    """Read and validate a task directory; :class:`TaskError` says exactly what is malformed.
+
+    Problems are reported once per root cause: when the metadata itself is broken, the split files
+    are not checked against it. ``check_audio`` checks that every listed audio file exists;
+    ``read_headers`` also reads each file's header (empty, truncated-to-nothing or non-audio files).
+    """
     path = Path(path)
     problems: list[str] = []
     if not path.is_dir():
@@ -136,6 +156,8 @@ def load_task(path: str | Path, *, check_audio: bool = True) -> Task:
         evaluation_params = {}
 
     labels = _read_vocabulary(path / "labelvocabulary.csv", problems)
+    if problems:  # the split files cannot be judged against broken metadata: one line per root cause
+        raise TaskError(_format(path, problems))
     sample_rates = tuple(sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
     if check_audio and not sample_rates:
         problems.append("no audio folder <sample_rate>/ (e.g. 16000/) in the task directory")
@@ -160,12 +182,22 @@ def load_task(path: str | Path, *, check_audio: bool = True) -> Task:
         if not isinstance(content, dict):
             problems.append(f"{split}.json must map file names to labels")
             continue
+        if not content:
+            problems.append(f"{split}.json: split {split!r} lists no files")
+            continue
         _check_split(task, split, content, known, problems)
         if check_audio and sample_rates:
             audio_dir = task.audio_dir(split)
             missing = [name for name in content if not (audio_dir / name).is_file()]
             if missing:
                 problems.append(f"{len(missing)} audio files of split {split!r} missing in {audio_dir}, e.g. {missing[:3]}")
+            if read_headers:
+                for name in content:
+                    if name not in missing:
+                        try:
+                            audio_info(audio_dir / name)
+                        except (AudioError, OSError) as error:
+                            problems.append(f"split {split!r}: audio file {audio_dir / name}: {error}")
     if problems:
         raise TaskError(_format(path, problems))
     return task
@@ -241,3 +273,28 @@ def find_tasks(root: str | Path) -> list[Path]:
     if (root / "task_metadata.json").is_file():
         return [root]
     return sorted(p.parent for p in root.glob("*/task_metadata.json"))
+
+
+def select_tasks(root: str | Path, only: tuple[str, ...] = ()) -> list[Path]:
+    """Task directories under ``root``, filtered by name (``gm_pitch`` or ``gm_pitch-v1-ci``); a root
+    without tasks, or a filter matching none of them, is a :class:`TaskError` naming what exists."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TaskError(f"task folder {root} does not exist")
+    paths = find_tasks(root)
+    if not paths:
+        raise TaskError(f"no task directories (folders holding task_metadata.json) in {root}")
+    return filter_tasks(paths, only, root)
+
+
+def filter_tasks(paths: list[Path], only: tuple[str, ...], root: str | Path) -> list[Path]:
+    """The ``paths`` named in ``only`` (all when empty); a name matching none is a :class:`TaskError`."""
+
+    def matches(path: Path, name: str) -> bool:
+        return name in (path.name, path.name.split("-")[0])
+
+    unmatched = [name for name in only if not any(matches(p, name) for p in paths)]
+    if unmatched:
+        names = ", ".join(p.name for p in paths)
+        raise TaskError(f"--task {', '.join(unmatched)} matches none of the tasks in {root} ({names})")
+    return [p for p in paths if not only or any(matches(p, name) for name in only)]

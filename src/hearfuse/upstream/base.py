@@ -93,6 +93,9 @@ class Family:
     is_available: Callable[[str], bool]
     checkpoints: Mapping[str, CheckpointInfo] = field(default_factory=dict)
     description: str = ""
+    #: Options that change speed or memory but never the embeddings (left out of config fingerprints,
+    #: so changing them does not make cached embeddings or results stale).
+    performance_options: frozenset[str] = frozenset()
 
 
 _FAMILIES: dict[str, Family] = {}

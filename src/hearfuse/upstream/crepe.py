@@ -242,5 +242,6 @@ CREPE = register_family(
         is_available=_is_available,
         checkpoints={c: CheckpointInfo(embedding_dim(c), 1, f"CREPE {c}") for c in CAPACITIES},
         description="CREPE pitch tracker, pool-5 embedding",
+        performance_options=frozenset({"frame_batch"}),
     )
 )

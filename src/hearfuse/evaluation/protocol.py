@@ -1,0 +1,167 @@
+"""The HEAR 2021 evaluation kit's downstream protocol as data: its grid, per-task overrides, the draw
+of grid points, and the aggregation over folds.
+
+Every rule names the heareval 2021.1.3 source it follows (``heareval/predictions/task_predictions.py``
+unless said otherwise), so a reader can check it line by line. The places where hearfuse can
+deliberately do otherwise are :class:`Protocol` options, off by default and recorded in every result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+KIT = "heareval-2021.1.3"
+
+#: ``PARAM_GRID``; torch classes and functions by name. sklearn's ``ParameterGrid`` orders the keys
+#: alphabetically, which is the order below.
+KIT_GRID: dict[str, list[Any]] = {
+    "batch_size": [1024],
+    "check_val_every_n_epoch": [3],
+    "dropout": [0.1],
+    "embedding_norm": ["Identity"],
+    "hidden_dim": [1024],
+    "hidden_layers": [1, 2],
+    "hidden_norm": ["BatchNorm1d"],
+    "initialization": ["xavier_uniform", "xavier_normal"],
+    "lr": [3.2e-3, 1e-3, 3.2e-4, 1e-4],
+    "max_epochs": [500],
+    "norm_after_activation": [False],
+    "optim": ["Adam"],
+    "patience": [20],
+}
+GRID_SIZE = math.prod(len(values) for values in KIT_GRID.values())
+
+#: ``TASK_SPECIFIC_PARAM_GRID``, keyed by the metadata's ``task_name`` ("sed_eval is very slow").
+KIT_TASK_GRIDS: dict[str, dict[str, list[Any]]] = {"dcase2016_task2": {"check_val_every_n_epoch": [10]}}
+
+#: The kit's own seed: ``task_predictions`` calls ``seed_everything(42)`` (runner default ``--deterministic True``).
+KIT_SEED = 42
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    """One grid point, with the kit's names. ``embedding_norm`` is carried but not applied: the kit's
+    ``AbstractPredictionModel.forward`` has the layer that would apply it commented out."""
+
+    hidden_layers: int
+    lr: float
+    initialization: str  # "xavier_uniform" | "xavier_normal"
+    hidden_dim: int = 1024
+    dropout: float = 0.1
+    batch_size: int = 1024
+    max_epochs: int = 500
+    check_val_every_n_epoch: int = 3
+    patience: int = 20
+    hidden_norm: str = "BatchNorm1d"  # "BatchNorm1d" | "LayerNorm" | "Identity"
+    norm_after_activation: bool = False
+    embedding_norm: str = "Identity"
+    optim: str = "Adam"
+
+    def __post_init__(self) -> None:
+        choices = {"initialization": ("xavier_uniform", "xavier_normal"), "hidden_norm": ("BatchNorm1d", "LayerNorm", "Identity"),
+                   "optim": ("Adam",)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"downstream {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name in ("hidden_layers", "hidden_dim", "batch_size", "max_epochs", "check_val_every_n_epoch", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "hidden_layers" else 1):
+                raise ValueError(f"downstream {name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def task_grid(metadata: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The grid for one task: ``PARAM_GRID``, updated by ``TASK_SPECIFIC_PARAM_GRID[task_name]``, then by
+    ``evaluation_params.task_specific_param_grid`` (``task_predictions``, "Update with task specific grid
+    parameters", in that order)."""
+    grid = dict(KIT_GRID)
+    grid.update(KIT_TASK_GRIDS.get(str(metadata.get("task_name")), {}))
+    overrides = (metadata.get("evaluation_params") or {}).get("task_specific_param_grid") or {}
+    known = {f.name for f in fields(HyperParameters)}
+    for key, values in overrides.items():
+        if key not in known:
+            raise ValueError(f"evaluation_params.task_specific_param_grid: unknown key {key!r}; expected some of {sorted(known)}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"evaluation_params.task_specific_param_grid: {key!r} must be a non-empty list, got {values!r}")
+    grid.update(overrides)
+    return grid
+
+
+def draw_grid(grid: Mapping[str, Sequence[Any]], points: int, seed: int = KIT_SEED) -> list[HyperParameters]:
+    """The first ``points`` grid points as the kit draws them: ``confs = list(ParameterGrid(grid))``
+    (keys sorted, the last key varying fastest), ``random.shuffle(confs)`` right after
+    ``seed_everything(seed)`` (so a ``random.Random(seed)``), ``confs[:grid_points]``."""
+    keys = sorted(grid)
+    confs = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    random.Random(seed).shuffle(confs)
+    return [HyperParameters(**conf) for conf in confs[:points]]
+
+
+def uses_scoring_for_early_stopping(metadata: Mapping[str, Any]) -> bool:
+    """Top-level ``use_scoring_for_early_stopping`` (default true). When false the kit monitors the
+    validation loss (mode min) for early stopping, checkpointing and grid-point selection."""
+    value = metadata.get("use_scoring_for_early_stopping", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"task_metadata.json: use_scoring_for_early_stopping must be true or false, got {value!r}")
+    return value
+
+
+def aggregate(values: Sequence[float | None]) -> dict:
+    """Mean and standard deviation over folds as ``aggregate_test_results`` computes them with pandas:
+    NaN skipped, ``std`` with ddof=1. One split gives no std (the kit aggregates only k > 1 folds)."""
+    finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    mean = float(finite.mean()) if len(finite) else None
+    std = float(finite.std(ddof=1)) if len(values) > 1 and len(finite) > 1 else None
+    return {"mean": mean, "std": std, "folds": [None if v is None or math.isnan(v) else float(v) for v in values]}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The downstream protocol of a run: the kit's by default, each departure an explicit option.
+
+    ``grid_points``/``seed`` are the kit runner's own knobs (``--grid-points``, the seed of
+    ``seed_everything``). ``max_epochs`` caps every grid point's ``max_epochs`` (None: the grid's own).
+    ``shuffle_batches`` shuffles training rows every epoch: the kit never does, because
+    ``dataloader_from_split_name`` shuffles only when handed the *string* ``"train"`` and is always
+    handed a list, so its rows come in the order of the embedding memmap.
+    """
+
+    grid_points: int = 8
+    seed: int = KIT_SEED
+    max_epochs: int | None = None
+    shuffle_batches: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid_points, bool) or not isinstance(self.grid_points, int) or not 1 <= self.grid_points <= GRID_SIZE:
+            raise ValueError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
+        if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
+            raise ValueError(f"max_epochs must be a positive integer, got {self.max_epochs}")
+
+    def deviations(self) -> list[str]:
+        """Options in which this protocol differs from the kit's run with default flags."""
+        kit = Protocol()
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(kit, f.name)]
+
+    def to_dict(self) -> dict:
+        return {"kit": KIT, **asdict(self)}
+
+    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters]:
+        """This run's grid points for a task (the kit's draw, then the epoch cap if any)."""
+        points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
+        if self.max_epochs is not None:
+            points = [replace(p, max_epochs=min(p.max_epochs, self.max_epochs)) for p in points]
+        for point in points:
+            if point.max_epochs < point.check_val_every_n_epoch:
+                raise ValueError(
+                    f"max_epochs {point.max_epochs} is below one validation check "
+                    f"(every {point.check_val_every_n_epoch} epochs for this task)"
+                )
+        return points
