@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .events import Postprocessing
-from .metrics import Metric
+from .metrics import VALIDATION_LOSS, Metric
 from .protocol import HyperParameters
 
 
@@ -141,7 +141,7 @@ def train_predictor(
             return float(loss(logits, valid_targets, prediction_type)), postprocessing
         return validate(probabilities(logits, prediction_type).numpy())
 
-    rank = metric.rank if validate is not None else (lambda value: -math.inf if math.isnan(value) else -value)
+    rank = metric.rank if validate is not None else VALIDATION_LOSS.rank
     best_rank, best_value, best_state, best_epoch, best_postprocessing = -math.inf, math.nan, None, 0, postprocessing
     checks_without_improvement = 0
     epoch = 0

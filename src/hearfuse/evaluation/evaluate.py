@@ -218,10 +218,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
 
 
 def _rank(trained: TrainedPredictor, primary: metrics.Metric) -> float:
-    value = trained.validation_score
-    if trained.monitor == "score":
-        return primary.rank(value)
-    return -math.inf if math.isnan(value) else -value
+    return (primary if trained.monitor == "score" else metrics.VALIDATION_LOSS).rank(trained.validation_score)
 
 
 def _stack(parts: list[SplitData]) -> tuple[np.ndarray, np.ndarray]:

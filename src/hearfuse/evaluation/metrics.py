@@ -290,6 +290,10 @@ METRICS: dict[str, Metric] = {
 }
 """Every HEAR 2021 score by its task-metadata name."""
 
+#: What early stopping monitors when a task turns scoring off (``use_scoring_for_early_stopping: false``):
+#: not a score of predictions, but ranked by the same rule (lower is better, NaN worst).
+VALIDATION_LOSS = Metric("validation_loss", lambda *args, **kwargs: math.nan, higher_is_better=False)
+
 
 def score(name: str, predictions: Any, targets: Any, *, label_vocabulary: Sequence[str], **params: Any) -> float:
     """Score by HEAR name; ``params`` override the metric's defaults (e.g. ``t_collar``)."""
