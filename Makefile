@@ -13,10 +13,11 @@ DEMO ?= demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The package states version ranges; constraints.txt holds the exact versions tested.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	# Reference implementation for the CREPE tests; --no-deps because its metadata requires torchaudio.
 	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24
 	touch $(STAMP)
@@ -29,6 +30,8 @@ system-deps:
 	    fluidsynth fluid-soundfont-gm espeak-ng sox; fi
 
 test: install system-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 # Build the ci suite, evaluate `crepe` (weights ship with the package) and every preset whose

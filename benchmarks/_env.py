@@ -20,6 +20,8 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from hearfuse.dtypes import DTYPE_NAMES, torch_dtype
+
 RESULTS = Path(__file__).resolve().parent / "results"
 _RESULT_PREFIX = "@@RESULT@@ "
 
@@ -40,7 +42,7 @@ def cpu_model() -> str:
 
 
 #: Model precisions the benchmarks take by name (``--dtype``).
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}  # hearfuse's one table, as a dict for argparse
 
 
 def environment(threads: int, device: str = "cpu", dtype: str = "float32") -> dict:

@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     path = write_json("core_speed.json", data)
     env = data["environment"]
     print()
-    print(f"Core speed ({weights_label()}); {env['cpu_model']}, {args.threads} torch threads, "
-          f"torch {env['torch']}, {env['date']}; median of {args.repeats} after 1 warm-up")
+    print(
+        f"Core speed ({weights_label()}); {env['cpu_model']}, {args.threads} torch threads, "
+        f"torch {env['torch']}, {env['date']}; median of {args.repeats} after 1 warm-up"
+    )
     print()
     print(table(results, args.seconds))
     print("\nCPU util = process CPU s / (wall s x threads); < ~0.9 means the cores were shared and times are inflated.")

@@ -86,8 +86,9 @@ def run_event(args, rng) -> dict:
         option, value = choose_postprocessing(options, score, "event_onset_200ms_fms")
         return value, option
 
-    return _grid("event", x[:split], y[:split], x[split:], y[split:], validate, "event_onset_200ms_fms", "multilabel",
-                 args)
+    return _grid(
+        "event", x[:split], y[:split], x[split:], y[split:], validate, "event_onset_200ms_fms", "multilabel", args
+    )
 
 
 def _grid(name, x_train, y_train, x_valid, y_valid, validate, metric, prediction_type, args) -> dict:
@@ -95,16 +96,39 @@ def _grid(name, x_train, y_train, x_valid, y_valid, validate, metric, prediction
     started, cpu_started = time.perf_counter(), time.process_time()
     for params in draw_grid(KIT_GRID, 8):
         t0 = time.perf_counter()
-        trained = train_predictor(x_train, y_train, x_valid, y_valid, params, prediction_type=prediction_type,
-                                  validate=validate, metric=metrics.METRICS[metric], device=args.device)
-        runs.append({"params": params.to_dict(), "seconds": time.perf_counter() - t0, "epochs": trained.epochs_run,
-                     "best_epoch": trained.best_epoch, "validation_score": trained.validation_score})
-        print(f"  {name}: {runs[-1]['seconds']:.1f} s, {trained.epochs_run} epochs, val {trained.validation_score:.3f}",
-              flush=True)
-    return {"task": name, "train_rows": len(x_train), "valid_rows": len(x_valid), "width": x_train.shape[1],
-            "grid_seconds": time.perf_counter() - started,
-            "cpu_utilisation": (time.process_time() - cpu_started) / (time.perf_counter() - started) / args.threads,
-            "runs": runs}
+        trained = train_predictor(
+            x_train,
+            y_train,
+            x_valid,
+            y_valid,
+            params,
+            prediction_type=prediction_type,
+            validate=validate,
+            metric=metrics.METRICS[metric],
+            device=args.device,
+        )
+        runs.append(
+            {
+                "params": params.to_dict(),
+                "seconds": time.perf_counter() - t0,
+                "epochs": trained.epochs_run,
+                "best_epoch": trained.best_epoch,
+                "validation_score": trained.validation_score,
+            }
+        )
+        print(
+            f"  {name}: {runs[-1]['seconds']:.1f} s, {trained.epochs_run} epochs, val {trained.validation_score:.3f}",
+            flush=True,
+        )
+    return {
+        "task": name,
+        "train_rows": len(x_train),
+        "valid_rows": len(x_valid),
+        "width": x_train.shape[1],
+        "grid_seconds": time.perf_counter() - started,
+        "cpu_utilisation": (time.process_time() - cpu_started) / (time.perf_counter() - started) / args.threads,
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -127,11 +151,14 @@ def main() -> None:
     env = environment(args.threads)
     env["device"] = args.device
     write_json("downstream_speed.json", {"benchmark": "downstream_speed", "environment": env, "results": results})
-    print("\n| task | train rows x dims | 8-config grid | epochs per config (min-max) | CPU util |\n|---|---|---:|---|---:|")
+    print("\n| task | train rows x dims | 8-config grid | epochs per config (min-max) | CPU util |")
+    print("|---|---|---:|---|---:|")
     for r in results:
         epochs = [run["epochs"] for run in r["runs"]]
-        print(f"| {r['task']} | {r['train_rows']} x {r['width']} | {r['grid_seconds'] / 60:.1f} min | "
-              f"{min(epochs)}-{max(epochs)} | {r['cpu_utilisation']:.2f} |")
+        print(
+            f"| {r['task']} | {r['train_rows']} x {r['width']} | {r['grid_seconds'] / 60:.1f} min | "
+            f"{min(epochs)}-{max(epochs)} | {r['cpu_utilisation']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

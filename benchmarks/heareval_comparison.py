@@ -29,8 +29,13 @@ def kit_scores(module_dir: Path) -> dict[str, dict[str, list[float]]]:
     out = {}
     for path in sorted(module_dir.glob("*/test.predicted-scores.json")):
         data = json.loads(path.read_text())
-        folds = [data[key] for key in sorted(data) if isinstance(data[key], dict) and key not in ("aggregated_scores",)
-                 and any(k.startswith("test_") for k in data[key])]
+        folds = [
+            data[key]
+            for key in sorted(data)
+            if isinstance(data[key], dict)
+            and key not in ("aggregated_scores",)
+            and any(k.startswith("test_") for k in data[key])
+        ]
         metrics = json.loads((path.parent / "task_metadata.json").read_text())["evaluation"]
         out[path.parent.name] = {m: [float(fold[f"test_{m}"]) for fold in folds] for m in metrics}
     return out
@@ -41,7 +46,9 @@ def our_scores(results_dir: Path) -> dict[str, dict[str, list[float]]]:
     for path in sorted(results_dir.glob("*/*.json")):
         data = json.loads(path.read_text())
         if data.get("status") == "ok":
-            out[data["task"]] = {m: [float("nan") if v is None else v for v in s["folds"]] for m, s in data["test"].items()}
+            out[data["task"]] = {
+                m: [float("nan") if v is None else v for v in s["folds"]] for m, s in data["test"].items()
+            }
     return out
 
 
@@ -64,14 +71,22 @@ def compare(kit_dirs: list[Path], our_dirs: list[Path]) -> list[dict]:
             kit_mean, kit_spread, kit_basis = _summary([k[task][metric] for k in kit])
             our_mean, our_spread, our_basis = _summary([o[task][metric] for o in ours])
             spread = (kit_spread or 0.0) + (our_spread or 0.0)
-            rows.append({
-                "task": task, "metric": metric,
-                "kit": [k[task][metric] for k in kit], "ours": [o[task][metric] for o in ours],
-                "kit_mean": kit_mean, "kit_spread": kit_spread, "kit_basis": kit_basis,
-                "ours_mean": our_mean, "ours_spread": our_spread, "ours_basis": our_basis,
-                "difference": our_mean - kit_mean,
-                "within_spread": abs(our_mean - kit_mean) <= spread if kit_spread or our_spread else None,
-            })
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "kit": [k[task][metric] for k in kit],
+                    "ours": [o[task][metric] for o in ours],
+                    "kit_mean": kit_mean,
+                    "kit_spread": kit_spread,
+                    "kit_basis": kit_basis,
+                    "ours_mean": our_mean,
+                    "ours_spread": our_spread,
+                    "ours_basis": our_basis,
+                    "difference": our_mean - kit_mean,
+                    "within_spread": abs(our_mean - kit_mean) <= spread if kit_spread or our_spread else None,
+                }
+            )
     return rows
 
 
@@ -79,23 +94,34 @@ def markdown(rows: list[dict]) -> str:
     def cell(mean, spread):
         return f"{100 * mean:.1f}" + (f" ± {100 * spread:.1f}" if spread is not None else "")
 
-    lines = ["| task | metric | heareval 2021.1.3 | hearfuse --embeddings | difference | within spread |",
-             "|---|---|---:|---:|---:|:---:|"]
+    lines = [
+        "| task | metric | heareval 2021.1.3 | hearfuse --embeddings | difference | within spread |",
+        "|---|---|---:|---:|---:|:---:|",
+    ]
     for r in rows:
         within = {True: "yes", False: "**no**", None: "–"}[r["within_spread"]]
-        lines.append(f"| {r['task']} | {r['metric']} | {cell(r['kit_mean'], r['kit_spread'])} ({r['kit_basis']}) | "
-                     f"{cell(r['ours_mean'], r['ours_spread'])} ({r['ours_basis']}) | {100 * r['difference']:+.1f} | {within} |")
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {cell(r['kit_mean'], r['kit_spread'])} ({r['kit_basis']}) | "
+            f"{cell(r['ours_mean'], r['ours_spread'])} ({r['ours_basis']}) | {100 * r['difference']:+.1f} | {within} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kit", nargs="+", type=Path, required=True, help="module folders scored by heareval, one per seed")
+    parser.add_argument(
+        "--kit", nargs="+", type=Path, required=True, help="module folders scored by heareval, one per seed"
+    )
     parser.add_argument("--ours", nargs="+", type=Path, required=True, help="hearfuse results folders, one per seed")
     args = parser.parse_args()
     rows = compare(args.kit, args.ours)
-    data = {"benchmark": "heareval_comparison", "environment": environment(threads=2), "kit": [str(d) for d in args.kit],
-            "ours": [str(d) for d in args.ours], "rows": rows}
+    data = {
+        "benchmark": "heareval_comparison",
+        "environment": environment(threads=2),
+        "kit": [str(d) for d in args.kit],
+        "ours": [str(d) for d in args.ours],
+        "rows": rows,
+    }
     write_results("heareval_comparison", data, markdown(rows))
 
 

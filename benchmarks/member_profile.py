@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     totals = []
     whole_ms = None  # the whole call at the members' batch size, if measured
     for size in args.batches:
-        ms = median_ms(lambda: model.timestamp_embeddings(audio[:size]), device, args.repeats)
+        ms = median_ms(lambda size=size: model.timestamp_embeddings(audio[:size]), device, args.repeats)
         totals.append(row(f"whole call, batch {size}", ms, round(flops_per_clip * size), size * args.seconds))
         print(f"whole call, batch {size}: {ms:.1f} ms", flush=True)
         if size == args.batch:

@@ -69,7 +69,9 @@ def measure(seconds: float, args: argparse.Namespace) -> dict:
 
 
 def _length(seconds: float) -> str:
-    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    return (
+        f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+    )
 
 
 def table(rows: list[dict], gpu: bool) -> str:

@@ -262,15 +262,19 @@ def main(argv: list[str] | None = None) -> None:
     path = write_json("window_deviation.json", data)
     env = data["environment"]
     print()
-    print(f"Window deviation vs full context, {data['model']}, {args.seconds:g} s synthetic clip; "
-          f"{env['cpu_model']}, {args.threads} threads, torch {env['torch']}, {env['date']}")
+    print(
+        f"Window deviation vs full context, {data['model']}, {args.seconds:g} s synthetic clip; "
+        f"{env['cpu_model']}, {args.threads} threads, torch {env['torch']}, {env['date']}"
+    )
     print("CAVEAT: random weights -> near-uniform attention; probably overstates the deviation of trained models.")
     print()
     print(table(data))
     print()
     for name, b in data["baseline"].items():
-        print(f"scale ({name}): full-context frames 1 s apart have cos {b['cos_frames_1s_apart']:.4f}, "
-              f"centred cos {b['centred_cos_frames_1s_apart']:.4f}")
+        print(
+            f"scale ({name}): full-context frames 1 s apart have cos {b['cos_frames_1s_apart']:.4f}, "
+            f"centred cos {b['centred_cos_frames_1s_apart']:.4f}"
+        )
     print("CPU util = process CPU s / (wall s x threads); < ~0.9 means the cores were shared and times are inflated.")
     print("peak RSS - after build: growth of the high-water mark during the run (activations; a lower bound).")
     print(f"written to {path}")

@@ -64,7 +64,11 @@ def tiny_fusion_config(tiny_checkpoints):
     from hearfuse import presets
 
     config = presets.get("fusion_cat_xwc")
-    checkpoints = {"wav2vec2": str(tiny_checkpoints["wav2vec2"]), "hubert": str(tiny_checkpoints["hubert"]), "crepe": "tiny"}
+    checkpoints = {
+        "wav2vec2": str(tiny_checkpoints["wav2vec2"]),
+        "hubert": str(tiny_checkpoints["hubert"]),
+        "crepe": "tiny",
+    }
     members = tuple(replace(m, checkpoint=checkpoints[m.family]) for m in config.members)
     return config.with_options(members=members, name="tiny_fusion_cat_xwc")
 
@@ -96,5 +100,7 @@ def count_task_clips(task, samples: int) -> int:
         total += len(content)
         for file_name in content:
             info = soundfile.info(str(task.audio_dir(split) / file_name))
-            assert (info.samplerate, info.channels, info.frames) == (16000, 1, samples), f"{task.name}/{split}/{file_name}"
+            assert (info.samplerate, info.channels, info.frames) == (16000, 1, samples), (
+                f"{task.name}/{split}/{file_name}"
+            )
     return total

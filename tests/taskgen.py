@@ -24,7 +24,9 @@ def _write_task(root: Path, name: str, metadata: dict, splits: dict[str, dict[st
         (task / f"{split}.json").write_text(json.dumps(labels))
         for file in labels:
             sf.write(task / str(RATE) / split / file, audio[file], RATE, subtype="FLOAT")
-    (task / "labelvocabulary.csv").write_text("idx,label\n" + "".join(f"{i},{l}\n" for i, l in enumerate(PITCHES)))
+    (task / "labelvocabulary.csv").write_text(
+        "idx,label\n" + "".join(f"{i},{label}\n" for i, label in enumerate(PITCHES))
+    )
     (task / "task_metadata.json").write_text(json.dumps({"task_name": name.split("-")[0], "version": "v1", **metadata}))
     return task
 
@@ -41,7 +43,7 @@ def scene_task(root: Path, *, multilabel: bool = False, kfold: bool = False, cli
         else:
             labels = [list(PITCHES)[(index // 3) % 3]]
         noise = 0.02 * rng.normal(size=int(RATE * 0.5))
-        audio[f"clip{index:03d}.wav"] = sum(_tone(PITCHES[l], 0.5, rng) for l in labels) / len(labels) + noise
+        audio[f"clip{index:03d}.wav"] = sum(_tone(PITCHES[label], 0.5, rng) for label in labels) / len(labels) + noise
         splits[split][f"clip{index:03d}.wav"] = labels
     metadata = {
         "embedding_type": "scene",

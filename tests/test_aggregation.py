@@ -83,17 +83,30 @@ def test_stops_running_blocks_once_needed_states_are_seen(tiny_checkpoints, audi
 
 
 def test_memory_does_not_keep_every_state(tiny_checkpoints, audio):
-    """The visitor sees states one at a time; aggregate keeps a single running sum."""
+    """While the mean of all states is accumulated, earlier hidden states are freed: when state k
+    is visited, at most the one before it (a local of the model's forward) is still alive."""
+    import gc
+    import weakref
+
     upstream = get_family("wav2vec2").build(str(tiny_checkpoints["wav2vec2"]))
-    alive = []
+    seen: list[weakref.ref] = []
+    still_alive = []
+    stream = upstream.visit_states
 
-    def visit(index, hidden):
-        alive.append(index)
-        return False
+    def watched(audio, visit, **kwargs):
+        def spy(index, hidden):
+            gc.collect()
+            still_alive.append(sum(ref() is not None for ref in seen[:-1]))
+            seen.append(weakref.ref(hidden))
+            return visit(index, hidden)
 
+        return stream(audio, spy, **kwargs)
+
+    upstream.visit_states = watched
     with torch.inference_mode():
-        upstream.visit_states(audio, visit)
-    assert alive == [0, 1, 2, 3]
+        result = aggregate(upstream, audio, LayerAggregation("mean"))
+    assert len(seen) == 4 and result.shape[-1] == upstream.feature_dim
+    assert max(still_alive) == 0, still_alive  # no state older than the previous one survives
 
 
 @pytest.mark.parametrize(
@@ -121,4 +134,6 @@ def test_out_of_range_layers_and_wrong_weight_count():
 def test_parse_accepts_names_lists_and_dicts():
     assert LayerAggregation.parse("last") == LayerAggregation("last")
     assert LayerAggregation.parse([0, 3]) == LayerAggregation("layers", (0, 3))
-    assert LayerAggregation.parse({"mode": "weights", "weights": [1, 1]}) == LayerAggregation("weights", weights=(1.0, 1.0))
+    assert LayerAggregation.parse({"mode": "weights", "weights": [1, 1]}) == LayerAggregation(
+        "weights", weights=(1.0, 1.0)
+    )

@@ -71,7 +71,9 @@ def test_embed_kind_scene_only_and_bad_files_exit_1(tmp_path, capsys):
     sf.write(inputs / "good.flac", _tone(22050, 0.5, 440, channels=2), 22050)
     (inputs / "bad.wav").write_text("text")
     out = tmp_path / "out"
-    code = main(["embed", str(inputs / "*.*"), "--model", str(_config(tmp_path)), "--out", str(out), "--kind", "scene", "-q"])
+    code = main(
+        ["embed", str(inputs / "*.*"), "--model", str(_config(tmp_path)), "--out", str(out), "--kind", "scene", "-q"]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "failed: bad.wav" in captured.err and "failed 1" in captured.out
@@ -84,3 +86,24 @@ def test_usage_errors():
         build_parser().parse_args(["embed", "x.wav"])  # --out is required
     assert exit_info.value.code == 2
     assert main(["embed", "x.wav", "--out", "o", "--shard", "3/2"]) == 2
+
+
+def test_help_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from hearfuse.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    from hearfuse import presets
+    from hearfuse.cli import DEFAULT_PRESET_NAME
+
+    assert DEFAULT_PRESET_NAME == presets.DEFAULT_PRESET
+
+
+def test_the_package_exports_lazily():
+    import hearfuse
+
+    assert hearfuse.load_model.__module__ == "hearfuse.hear" and "FusionModel" in dir(hearfuse)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        hearfuse.nope  # noqa: B018

@@ -17,6 +17,7 @@ import soundfile as sf
 import hearfuse
 from hearfuse.audio import AudioError, load_audio
 from hearfuse.corpus import discover, embed_files, in_shard, parse_shard, plan_batches
+from hearfuse.errors import UsageError
 
 RATES = (8000, 22050, 44100, 48000)
 
@@ -52,7 +53,11 @@ def collection(tmp_path) -> Path:
         for fmt in ("wav", "flac", "ogg"):
             for channels in (1, 2):
                 folder = root / ("music/deep" if index % 3 == 0 else "music" if index % 3 == 1 else "")
-                sf.write(folder / f"tone_{rate}_{channels}ch.{fmt}", _tone(rate, 0.6 + 0.1 * (index % 2), 200 + 40 * index, channels), rate)
+                sf.write(
+                    folder / f"tone_{rate}_{channels}ch.{fmt}",
+                    _tone(rate, 0.6 + 0.1 * (index % 2), 200 + 40 * index, channels),
+                    rate,
+                )
                 index += 1
     (root / "empty.wav").write_bytes(b"")
     (root / "notes.wav").write_text("this is a text file renamed .wav\n")
@@ -109,7 +114,7 @@ def test_outputs_equal_the_hear_api_on_the_loaded_audio(collection, tmp_path):
     model = hearfuse.load_model(_config(tmp_path))
     out = tmp_path / "out"
     embed_files(model, [collection], out, progress=False, batch_seconds=100)
-    (item,) = [f for f in discover([collection]) if f.path.name == "tone_44100_2ch.ogg"]
+    (item,) = [f for f in discover([collection]).files if f.path.name == "tone_44100_2ch.ogg"]
     audio = torch.from_numpy(load_audio(item.path, 16000))[None]
     expected, timestamps = hearfuse.get_timestamp_embeddings(audio, model)
     with np.load(out / item.output) as arrays:
@@ -143,9 +148,9 @@ def test_load_audio_errors(tmp_path, name, content, message):
 
 
 def test_shards_cover_every_input_exactly_once(collection):
-    files = discover([collection])
+    files = discover([collection]).files
     for count in (1, 2, 3, 7):
-        shards = [{str(f.relative) for f in files if in_shard(f, (i, count))} for i in range(1, count + 1)]
+        shards = [{str(f.relative) for f in files if in_shard(f.relative, (i, count))} for i in range(1, count + 1)]
         assert set().union(*shards) == {str(f.relative) for f in files}
         assert sum(map(len, shards)) == len(files)
 
@@ -157,15 +162,17 @@ def test_bad_shard_specs(text):
 
 
 def test_discovery_of_files_folders_and_globs(collection):
-    by_folder = {str(f.relative) for f in discover([collection])}
+    by_folder = {str(f.relative) for f in discover([collection]).files}
     assert "readme.txt" not in by_folder and "music/deep/tone_8000_1ch.wav" in by_folder
-    by_glob = {str(f.relative) for f in discover([str(collection / "music" / "**" / "*.flac")])}
-    assert by_glob == {s[len("music/"):] for s in by_folder if s.startswith("music/") and s.endswith(".flac")}
-    named = discover([collection / "notes.wav"])
+    by_glob = {str(f.relative) for f in discover([str(collection / "music" / "**" / "*.flac")]).files}
+    assert by_glob == {s[len("music/") :] for s in by_folder if s.startswith("music/") and s.endswith(".flac")}
+    named = discover([collection / "notes.wav"]).files
     assert [str(f.relative) for f in named] == ["notes.wav"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="does not exist"):
         discover([collection / "missing.wav"])
-    assert len(discover([collection / "music" / "deep", collection / "music" / "deep" / "tone_8000_1ch.wav"])) == 8
+    assert (
+        len(discover([collection / "music" / "deep", collection / "music" / "deep" / "tone_8000_1ch.wav"]).files) == 8
+    )
     twin = collection.parent / "twin"
     twin.mkdir()
     (twin / "tone_8000_1ch.wav").write_bytes((collection / "music" / "deep" / "tone_8000_1ch.wav").read_bytes())
@@ -176,7 +183,7 @@ def test_discovery_of_files_folders_and_globs(collection):
 def test_batches_hold_only_equal_lengths_and_respect_the_budget(collection):
     from hearfuse.audio import audio_info
 
-    items = [(f, audio_info(f.path)) for f in discover([collection / "music"])]
+    items = [(f, audio_info(f.path)) for f in discover([collection / "music"]).files]
     for batch in plan_batches(items, batch_seconds=2.0):
         assert len({(info.frames, info.sample_rate) for _, info in batch}) == 1
         assert len(batch) == 1 or sum(info.duration for _, info in batch) <= 2.0
@@ -185,8 +192,9 @@ def test_batches_hold_only_equal_lengths_and_respect_the_budget(collection):
 
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hearfuse", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hearfuse", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_resume_after_sigkill_is_byte_identical_and_skips_finished_files(tmp_path):
@@ -218,3 +226,64 @@ def test_resume_after_sigkill_is_byte_identical_and_skips_finished_files(tmp_pat
     for expected in sorted(reference.glob("*.npz")):
         assert (out / expected.name).read_bytes() == expected.read_bytes()
     assert len(list(out.glob("*.npz"))) == 8
+
+
+def test_a_scan_reports_every_path_it_cannot_embed(tmp_path):
+    """Broken links, link loops, linked folders and aliases are reported with their reason; a file cut
+    short is a failure, not a shorter clip; nothing is dropped without a word."""
+    import os
+
+    from hearfuse.corpus import embed_files
+    from hearfuse.hear import load_model
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "real.wav", _tone(16000, 0.5, 300, 1), 16000)
+    os.symlink(folder / "real.wav", folder / "a_alias.wav")  # sorts before the real file
+    os.symlink(folder / "gone.wav", folder / "broken.wav")
+    os.symlink(folder / "loop.wav", folder / "loop.wav")
+    os.symlink(folder / "sub", folder / "linked")
+    sf.write(folder / "sub" / "cut.wav", _tone(16000, 1.0, 300, 1), 16000, subtype="PCM_16")
+    data = (folder / "sub" / "cut.wav").read_bytes()
+    (folder / "sub" / "cut.wav").write_bytes(data[:1044])  # header says 16,000 frames; 500 left
+    found = discover([folder])
+    assert [str(f.relative) for f in found.files] == ["real.wav", "sub/cut.wav"]
+    reasons = {str(u.relative): (u.status, u.reason) for u in found.unusable}
+    assert reasons["a_alias.wav"][0] == "alias" and "alias of real.wav" in reasons["a_alias.wav"][1]
+    assert reasons["broken.wav"] == ("failed", f"broken symbolic link to {folder / 'gone.wav'}")
+    assert reasons["loop.wav"] == ("failed", "symbolic link loop")
+    assert reasons["linked"][0] == "failed" and "not followed" in reasons["linked"][1]
+
+    model = load_model(str(_config(tmp_path)))
+    summary = embed_files(model, [folder], tmp_path / "out", progress=False)
+    failed = {f.relative: f.reason for f in summary.failures}
+    assert set(failed) == {"broken.wav", "loop.wav", "linked", "sub/cut.wav"}
+    assert failed["sub/cut.wav"] == "truncated: the header declares 16000 frames, only 500 are in the file"
+    assert summary.embedded == 1 and summary.aliases == 1
+    records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["path"]: r["status"] for r in records} == {
+        "a_alias.wav": "alias",
+        "broken.wav": "failed",
+        "loop.wav": "failed",
+        "linked": "failed",
+        "sub/cut.wav": "failed",
+        "real.wav": "ok",
+    }
+
+
+def test_names_that_are_not_utf8_are_embedded_and_reported_safely(tmp_path, capsys):
+    import os
+
+    from hearfuse.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "good.wav", _tone(16000, 0.5, 300, 1), 16000)
+    sf.write(folder / "plain.wav", _tone(16000, 0.5, 300, 1), 16000)
+    (folder / "plain.wav").rename(folder / os.fsdecode(b"caf\xe9.wav"))  # Latin-1 bytes: not UTF-8
+    (folder / os.fsdecode(b"bad\xe9.wav")).write_bytes(b"not audio")
+    code = main(["embed", str(folder), "--model", str(_config(tmp_path)), "--out", str(tmp_path / "out"), "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "bad\\udce9.wav: not readable as audio" in err  # shown with an escape, not a crash
+    assert (tmp_path / "out" / os.fsdecode(b"caf\xe9.wav.npz")).is_file()

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.original import torchcrepe_network
 from hearfuse.upstream import get_family
 from hearfuse.upstream.crepe import CrepeNet, CrepeUpstream, embedding_dim, normalize_frames, packaged_weights
-
-from benchmarks.original import torchcrepe_network
 
 from .conftest import sine_batch
 

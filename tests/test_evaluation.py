@@ -15,8 +15,8 @@ from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.evaluation import downstream
 from hearfuse.evaluation.cache import embed_split, embedding_key, read_split, split_dir
 from hearfuse.evaluation.downstream import train_predictor
-from hearfuse.evaluation.events import Postprocessing, decode_events, frame_targets
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
+from hearfuse.evaluation.events import Postprocessing, decode_events, frame_targets
 from hearfuse.evaluation.metrics import METRICS
 from hearfuse.evaluation.protocol import HyperParameters, Protocol
 from hearfuse.evaluation.tasks import TaskError, load_task
@@ -53,7 +53,9 @@ class NoiseUpstream(Upstream):
 
 
 if "noise" not in families():
-    register_family(Family("noise", lambda checkpoint, **_: NoiseUpstream(), lambda _: True, {"-": CheckpointInfo(64, 1)}))
+    register_family(
+        Family("noise", lambda checkpoint, **_: NoiseUpstream(), lambda _: True, {"-": CheckpointInfo(64, 1)})
+    )
 NOISE = FusionConfig("noise", (MemberConfig("noise", "noise", "-"),))
 
 
@@ -70,8 +72,9 @@ def tasks_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def results(tasks_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    settings = EvaluationSettings(out / "cache", out / "results", protocol=Protocol(grid_points=2, max_epochs=90),
-                                  progress=False)
+    settings = EvaluationSettings(
+        out / "cache", out / "results", protocol=Protocol(grid_points=2, max_epochs=90), progress=False
+    )
     return {r["model"] + "/" + r["task"]: r for r in evaluate([CREPE_TINY, NOISE], tasks_root, settings)}, settings
 
 
@@ -105,8 +108,13 @@ def test_result_files_have_the_report_schema(results):
     assert set(stored["test"]) == {"event_onset_200ms_fms", "segment_1s_er"}
     assert stored["selected_event_postprocessing"]["median_filter_ms"] == 250.0
     assert len(stored["grid"]) == 2 and stored["config_fingerprint"] == CREPE_TINY.fingerprint()
-    assert stored["protocol"] == {"kit": "heareval-2021.1.3", "grid_points": 2, "seed": 42, "max_epochs": 90,
-                                  "shuffle_batches": False}
+    assert stored["protocol"] == {
+        "kit": "heareval-2021.1.3",
+        "grid_points": 2,
+        "seed": 42,
+        "max_epochs": 90,
+        "shuffle_batches": False,
+    }
     assert stored["monitor"] == "score" and stored["test"]["segment_1s_er"]["std"] is None  # one split: no std
 
 
@@ -151,8 +159,9 @@ def test_settings_reject_an_empty_grid(tasks_root, tmp_path, capsys):
 def test_same_seed_same_scores(tasks_root, tmp_path):
     runs = []
     for name in ("a", "b"):
-        settings = EvaluationSettings(tmp_path / "cache", tmp_path / name, protocol=Protocol(grid_points=2, max_epochs=30),
-                                      progress=False)
+        settings = EvaluationSettings(
+            tmp_path / "cache", tmp_path / name, protocol=Protocol(grid_points=2, max_epochs=30), progress=False
+        )
         runs.append(evaluate([CREPE_TINY], tasks_root, settings, only=["tones_multilabel"])[0])
     assert runs[0]["test"] == runs[1]["test"] and runs[0]["grid"] == runs[1]["grid"]
 
@@ -163,8 +172,9 @@ def test_a_failing_task_is_recorded_and_the_others_go_on(tasks_root, tmp_path):
     broken = root / "broken-v1-full"
     shutil.copytree(tasks_root / "tones_multiclass-v1-full", broken)
     next((broken / "16000" / "test").iterdir()).unlink()
-    settings = EvaluationSettings(tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=9),
-                                  progress=False)
+    settings = EvaluationSettings(
+        tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=9), progress=False
+    )
     by_task = {r["task"]: r for r in evaluate([CREPE_TINY], root, settings)}
     assert by_task["good-v1-full"]["status"] == "ok"
     assert by_task["broken-v1-full"]["status"] == "failed" and "missing" in by_task["broken-v1-full"]["error"]
@@ -245,7 +255,9 @@ def test_cache_index_never_names_rows_missing_on_disk(tasks_root, tmp_path, monk
         handle.truncate(cut_at * 256 * 4)
     embedded = []
     original = FusionModel.embed
-    monkeypatch.setattr(FusionModel, "embed", lambda self, audio, **k: embedded.append(len(audio)) or original(self, audio, **k))
+    monkeypatch.setattr(
+        FusionModel, "embed", lambda self, audio, **k: embedded.append(len(audio)) or original(self, audio, **k)
+    )
     resumed = embed_split(model, task, "valid", tmp_path / "cut")
     assert sum(embedded) == 3  # exactly the three clips whose rows were not all on disk
     assert resumed.files == fresh.files
@@ -254,7 +266,9 @@ def test_cache_index_never_names_rows_missing_on_disk(tasks_root, tmp_path, monk
     # the writer puts rows on disk before the index lines that name them
     order = []
     real_sync = __import__("hearfuse.evaluation.cache", fromlist=["_sync"])._sync
-    monkeypatch.setattr("hearfuse.evaluation.cache._sync", lambda handle: order.append(Path(handle.name).name) or real_sync(handle))
+    monkeypatch.setattr(
+        "hearfuse.evaluation.cache._sync", lambda handle: order.append(Path(handle.name).name) or real_sync(handle)
+    )
     embed_split(model, task, "valid", tmp_path / "order")
     assert order[:3] == ["rows.f32", "timestamps.f32", "index.jsonl"]
 
@@ -290,7 +304,9 @@ def test_early_stopping_after_patience_checks_and_best_weights_restored():
     x, y = _toy()
     params = HyperParameters(1, 1e-3, "xavier_uniform", **SMALL)
     top1 = METRICS["top1_acc"]
-    constant = train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=lambda p: (0.5, None), metric=top1)
+    constant = train_predictor(
+        x, y, x, y, params, prediction_type="multiclass", validate=lambda p: (0.5, None), metric=top1
+    )
     assert constant.best_epoch == 3 and constant.epochs_run == 3 * 5
     validate, seen = _scripted([0.1, 0.4, 0.9, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2])
     trained = train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=validate, metric=top1)
@@ -302,8 +318,9 @@ def test_a_lower_is_better_score_keeps_its_lowest_check():
     x, y = _toy()
     params = HyperParameters(1, 1e-3, "xavier_uniform", **SMALL)
     validate, _ = _scripted([0.5, 0.3, 0.4, 0.6, 0.7, 0.8])
-    trained = train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=validate,
-                              metric=METRICS["segment_1s_er"])
+    trained = train_predictor(
+        x, y, x, y, params, prediction_type="multiclass", validate=validate, metric=METRICS["segment_1s_er"]
+    )
     assert (trained.best_epoch, trained.validation_score, trained.epochs_run) == (6, 0.3, 18)
 
 
@@ -315,7 +332,9 @@ def test_a_nan_validation_score_stops_training_and_is_never_the_best(metric):
     params = HyperParameters(1, 1e-3, "xavier_uniform", **SMALL)
     good = 0.9 if metric == "top1_acc" else 0.1
     validate, _ = _scripted([good, float("nan"), good, good])
-    trained = train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=validate, metric=METRICS[metric])
+    trained = train_predictor(
+        x, y, x, y, params, prediction_type="multiclass", validate=validate, metric=METRICS[metric]
+    )
     assert (trained.best_epoch, trained.validation_score, trained.epochs_run) == (3, good, 6)
     validate, _ = _scripted([float("nan"), good])
     first = train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=validate, metric=METRICS[metric])
@@ -331,11 +350,18 @@ def test_loss_based_early_stopping_keeps_the_lowest_validation_loss(monkeypatch)
     x_valid, y_valid = x[64:], y[64:]
     losses = []
     real_loss = downstream.loss
-    monkeypatch.setattr(downstream, "loss", lambda logits, targets, kind: (
-        (lambda value: losses.append(float(value)) or value)(real_loss(logits, targets, kind))
-        if not logits.requires_grad else real_loss(logits, targets, kind)))
-    params = HyperParameters(1, 3.2e-3, "xavier_uniform", hidden_dim=16, batch_size=16, check_val_every_n_epoch=1,
-                             patience=5, max_epochs=60)
+    monkeypatch.setattr(
+        downstream,
+        "loss",
+        lambda logits, targets, kind: (
+            (lambda value: losses.append(float(value)) or value)(real_loss(logits, targets, kind))
+            if not logits.requires_grad
+            else real_loss(logits, targets, kind)
+        ),
+    )
+    params = HyperParameters(
+        1, 3.2e-3, "xavier_uniform", hidden_dim=16, batch_size=16, check_val_every_n_epoch=1, patience=5, max_epochs=60
+    )
     trained = train_predictor(x[:64], y[:64], x_valid, y_valid, params, prediction_type="multilabel", validate=None)
     assert trained.monitor == "loss" and len(losses) == trained.epochs_run
     assert trained.best_epoch == 1 + int(np.argmin(losses)) and trained.validation_score == min(losses)
@@ -349,14 +375,26 @@ def test_training_batches_come_in_stored_order_unless_shuffling_is_asked_for(mon
     x, y = _toy(n=40)
     seen = []
     real = downstream._Rows.__getitem__
-    monkeypatch.setattr(downstream._Rows, "__getitem__", lambda self, index: seen.append(index.tolist()) or real(self, index))
+    monkeypatch.setattr(
+        downstream._Rows, "__getitem__", lambda self, index: seen.append(index.tolist()) or real(self, index)
+    )
     params = HyperParameters(1, 1e-3, "xavier_uniform", hidden_dim=8, batch_size=16, max_epochs=3)
-    train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=lambda p: (0.5, None),
-                    metric=METRICS["top1_acc"])
+    train_predictor(
+        x, y, x, y, params, prediction_type="multiclass", validate=lambda p: (0.5, None), metric=METRICS["top1_acc"]
+    )
     assert seen[:3] == [list(range(16)), list(range(16, 32)), list(range(32, 40))] and seen[3] == seen[0]
     seen.clear()
-    train_predictor(x, y, x, y, params, prediction_type="multiclass", validate=lambda p: (0.5, None),
-                    metric=METRICS["top1_acc"], shuffle=True)
+    train_predictor(
+        x,
+        y,
+        x,
+        y,
+        params,
+        prediction_type="multiclass",
+        validate=lambda p: (0.5, None),
+        metric=METRICS["top1_acc"],
+        shuffle=True,
+    )
     assert sorted(sum(seen[:3], [])) == list(range(40)) and seen[0] != list(range(16))
 
 
@@ -410,8 +448,26 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
         "options = { hop_ms = 50, scene_hop_ms = 50 }\n"
     )
     results = tmp_path / "results"
-    code = main(["evaluate", "--model", str(config), "--tasks", str(tasks_root), "--task", "tones_multiclass",
-                 "--results", str(results), "--grid-points", "1", "--max-epochs", "30", "--device", "cpu", "-q"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(config),
+            "--tasks",
+            str(tasks_root),
+            "--task",
+            "tones_multiclass",
+            "--results",
+            str(results),
+            "--grid-points",
+            "1",
+            "--max-epochs",
+            "30",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "tones_multiclass-v1-full" in out and (results / "report.png").is_file()
@@ -431,8 +487,9 @@ def small_run(tasks_root, tmp_path):
     recording whether anything was embedded or trained."""
     root = tmp_path / "tasks"
     shutil.copytree(tasks_root / "tones_multiclass-v1-full", root / "tones_multiclass-v1-full")
-    settings = EvaluationSettings(tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=9),
-                                  progress=False)
+    settings = EvaluationSettings(
+        tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=9), progress=False
+    )
     first = evaluate([CREPE_TINY], root, settings)[0]
     assert first["status"] == "ok"
 
@@ -461,8 +518,10 @@ def small_run(tasks_root, tmp_path):
 
 def test_a_performance_only_option_reuses_results(small_run):
     _, first, again = small_run
-    faster = FusionConfig("crepe_tiny", (MemberConfig("crepe", "crepe", "tiny", options={
-        "hop_ms": 50, "scene_hop_ms": 50, "frame_batch": 64}),))
+    faster = FusionConfig(
+        "crepe_tiny",
+        (MemberConfig("crepe", "crepe", "tiny", options={"hop_ms": 50, "scene_hop_ms": 50, "frame_batch": 64}),),
+    )
     assert faster.fingerprint() == CREPE_TINY.fingerprint()
     result, calls = again(faster)
     assert calls == {"embedded": 0, "trained": 0} and result["test"] == first["test"]
@@ -553,6 +612,8 @@ def test_a_task_filter_matching_nothing_names_the_tasks(tasks_root, tmp_path, ca
     command = ["evaluate", "-m", "crepe", "--tasks", str(tasks_root), "--task", "nsynth", "--results", str(tmp_path)]
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--task nsynth matches none of the tasks" in err and "tone_events-v1-full" in err
+    assert (
+        len(err.splitlines()) == 1 and "--task nsynth matches none of the tasks" in err and "tone_events-v1-full" in err
+    )
     assert main(["tasks", "check", str(tmp_path)]) == 2
     assert "no task directories" in capsys.readouterr().err

@@ -131,7 +131,9 @@ def test_timestamp_pull_back_moves_pooling_onto_source_frames():
     values = rng.normal(size=(len(source_ms), 2))
     weights = rng.normal(size=(5, len(target_ms)))
     interpolated = np.stack([np.interp(target_ms, source_ms, values[:, c]) for c in range(2)], axis=1)
-    pulled = timestamp_map(torch.from_numpy(source_ms), torch.from_numpy(target_ms)).pull_back(torch.from_numpy(weights))
+    pulled = timestamp_map(torch.from_numpy(source_ms), torch.from_numpy(target_ms)).pull_back(
+        torch.from_numpy(weights)
+    )
     np.testing.assert_allclose(pulled.numpy() @ values, weights @ interpolated, rtol=1e-10, atol=1e-10)
 
 

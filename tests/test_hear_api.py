@@ -5,6 +5,7 @@ Includes the checks HEAR's own validator makes (shapes, dtype, timestamps)."""
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 import torch
@@ -188,10 +189,20 @@ def test_model_stays_in_eval_mode(tiny_fusion_model):
 
 
 @pytest.mark.parametrize("name", presets.names())
-def test_every_preset_is_a_hear_module(name):
+def test_every_preset_is_a_hear_module_that_builds_its_own_preset(name, monkeypatch, tmp_path):
+    from hearfuse import hear
+
     module = importlib.import_module(f"hearfuse.presets.{name}")
-    for function in ("load_model", "get_timestamp_embeddings", "get_scene_embeddings"):
-        assert callable(getattr(module, function))
+    built = []
+    monkeypatch.setattr(hear.FusionModel, "from_config", lambda config, **kwargs: built.append(config) or config)
+    module.load_model()
+    assert built[-1] == presets.get(name)  # the preset itself, not the package default
+    config = tmp_path / "other.json"
+    config.write_text(json.dumps(presets.get("crepe").to_dict()))
+    module.load_model(str(config))  # HEAR runners may pass a model file: it wins
+    assert built[-1].name == "crepe" and built[-1].members == presets.get("crepe").members
+    assert module.get_timestamp_embeddings is hear.get_timestamp_embeddings
+    assert module.get_scene_embeddings is hear.get_scene_embeddings
 
 
 def test_crepe_preset_loads_real_weights_through_hear_module():

@@ -67,7 +67,9 @@ def both(tmp_path_factory):
     for task_dir in sorted(tasks.iterdir()):
         write_kit_layout(task_dir, module, model, root / "cache")
     protocol = Protocol(grid_points=2, max_epochs=30)
-    ours = evaluate([CREPE_TINY], tasks, EvaluationSettings(root / "cache", root / "ours", protocol=protocol, progress=False))
+    ours = evaluate(
+        [CREPE_TINY], tasks, EvaluationSettings(root / "cache", root / "ours", protocol=protocol, progress=False)
+    )
     settings = EvaluationSettings(root / "unused", root / "kit", protocol=protocol, progress=False)
     return ours, evaluate_embeddings(module, settings), module, settings
 
@@ -113,8 +115,24 @@ def test_cli_scores_a_layout(both, tmp_path, capsys):
     from hearfuse.cli import main
 
     _, _, module, _ = both
-    code = main(["evaluate", "--embeddings", str(module), "--task", "tones_multiclass_kfold", "--results", str(tmp_path),
-                 "--grid-points", "1", "--max-epochs", "6", "--device", "cpu", "-q"])
+    code = main(
+        [
+            "evaluate",
+            "--embeddings",
+            str(module),
+            "--task",
+            "tones_multiclass_kfold",
+            "--results",
+            str(tmp_path),
+            "--grid-points",
+            "1",
+            "--max-epochs",
+            "6",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
     assert code == 0 and "hearfuse.presets.crepe_tiny" in capsys.readouterr().out
     assert main(["evaluate", "--embeddings", str(module), "--tasks", str(tmp_path)]) == 2
     assert "either --model and --tasks" in capsys.readouterr().err

@@ -59,13 +59,17 @@ def test_the_default_draw_is_the_kits_eight_points_in_the_kits_order():
     [
         ({"task_name": "dcase2016_task2"}, {"check_val_every_n_epoch": [10]}),  # the kit's TASK_SPECIFIC_PARAM_GRID
         (  # MAESTRO's task_specific_param_grid in task_metadata.json
-            {"task_name": "maestro", "evaluation_params": {"task_specific_param_grid": {"max_epochs": [50],
-                                                                                        "check_val_every_n_epoch": [1]}}},
+            {
+                "task_name": "maestro",
+                "evaluation_params": {"task_specific_param_grid": {"max_epochs": [50], "check_val_every_n_epoch": [1]}},
+            },
             {"max_epochs": [50], "check_val_every_n_epoch": [1]},
         ),
         (  # both: the metadata's grid is applied after the kit's own
-            {"task_name": "dcase2016_task2",
-             "evaluation_params": {"task_specific_param_grid": {"check_val_every_n_epoch": [5], "lr": [1e-3, 1e-4]}}},
+            {
+                "task_name": "dcase2016_task2",
+                "evaluation_params": {"task_specific_param_grid": {"check_val_every_n_epoch": [5], "lr": [1e-3, 1e-4]}},
+            },
             {"check_val_every_n_epoch": [5], "lr": [1e-3, 1e-4]},
         ),
     ],
@@ -135,10 +139,18 @@ def test_event_postprocessing_choice_follows_the_kits_sort():
         (p["median_filter_ms"], p["min_duration"]) for p in ParameterGrid(grid)
     ]
     rng = np.random.default_rng(0)
-    for trial in range(50):
+    for _ in range(50):
         scores = {o: float(v) for o, v in zip(options, rng.choice([0.2, 0.5, float("nan")], len(options)))}
-        kit = sorted(((0.0 if np.isnan(s) else s, tuple(sorted({"median_filter_ms": o.median_filter_ms,
-                      "min_duration": o.min_duration}.items()))) for o, s in scores.items()), reverse=True)[0]
+        kit = sorted(
+            (
+                (
+                    0.0 if np.isnan(s) else s,
+                    tuple(sorted({"median_filter_ms": o.median_filter_ms, "min_duration": o.min_duration}.items())),
+                )
+                for o, s in scores.items()
+            ),
+            reverse=True,
+        )[0]
         chosen, value = choose_postprocessing(options, scores.__getitem__, "event_onset_200ms_fms")
         assert (chosen.median_filter_ms, chosen.min_duration) == (kit[1][0][1], kit[1][1][1])
         assert value == scores[chosen] or (np.isnan(value) and np.isnan(scores[chosen]))
@@ -172,14 +184,18 @@ def test_a_task_without_scoring_for_early_stopping_selects_on_validation_loss(ma
 
     from .test_evaluation import CREPE_TINY
 
-    settings = EvaluationSettings(tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=3), progress=False)
+    settings = EvaluationSettings(
+        tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=3), progress=False
+    )
     (result,) = evaluate([CREPE_TINY], maestro_like.parent, settings)
     assert result["status"] == "ok", result.get("error")
     assert result["monitor"] == "loss"
     losses = [point["validation_score"] for point in result["grid"]]
     assert result["validation_score"] == min(losses)  # the lowest validation loss is selected
-    assert all(point["params"]["max_epochs"] == 50 and point["params"]["check_val_every_n_epoch"] == 1
-               for point in result["grid"])
+    assert all(
+        point["params"]["max_epochs"] == 50 and point["params"]["check_val_every_n_epoch"] == 1
+        for point in result["grid"]
+    )
     assert result["selected_event_postprocessing"]["median_filter_ms"] == 150.0
     assert result["selected_event_postprocessing"]["min_duration"] == 50.0
 

@@ -22,7 +22,9 @@ def _blocks(language: str) -> list[str]:
 def test_toml_config_example_loads_and_embeds(tiny_checkpoints, tmp_path):
     (toml,) = _blocks("toml")
     path = tmp_path / "my_fusion.toml"
-    path.write_text(toml.replace("microsoft/wavlm-base-plus", str(tiny_checkpoints["wavlm"])).replace('"full"', '"tiny"'))
+    path.write_text(
+        toml.replace("microsoft/wavlm-base-plus", str(tiny_checkpoints["wavlm"])).replace('"full"', '"tiny"')
+    )
     model = hearfuse.load_model(str(path))
     assert model.config.name == "wavlm_crepe"
     embeddings, timestamps = hearfuse.get_timestamp_embeddings(sine_batch(1, 1.0), model)
@@ -37,7 +39,7 @@ def test_new_family_example_registers():
 
 
 def test_quickstart_crepe_shapes():
-    snippet = _blocks("python")[0].split("\n\nmodel = hearfuse.load_model(\"fusion_cat_xwc\"")[0]
+    snippet = _blocks("python")[0].split('\n\nmodel = hearfuse.load_model("fusion_cat_xwc"')[0]
     namespace: dict = {}
     exec(snippet, namespace)
     assert tuple(namespace["embeddings"].shape) == (2, 61, 2048)

@@ -43,7 +43,10 @@ def failed(model, task, error="CUDA out of memory", metric="acc"):
 def parse(table: str) -> tuple[list[str], dict[str, list[str]]]:
     """Header cells and {model: cells} of a markdown table."""
     lines = [line for line in table.strip().splitlines()]
-    split = lambda line: [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+    def split(line):
+        return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
     header = split(lines[0])
     rows = {cells[0]: cells[1:] for cells in map(split, lines[2:])}
     return header[1:], rows
@@ -160,10 +163,13 @@ def test_runs_under_another_downstream_protocol_are_marked_and_listed(tmp_path):
     write_results(tmp_path, results)
     text = write_report(tmp_path)[0].read_text(encoding="utf-8")
     section = text.split("## Downstream protocol\n", 1)[1]
-    assert section.startswith("\nDownstream models trained with the heareval-2021.1.3 protocol (8 grid configurations, "
-                              "seed 42).")
-    assert ("- **a** on `t2`: the heareval-2021.1.3 protocol (1 grid configuration, at most 60 epochs, seed 42, "
-            "training batches shuffled), which departs from the kit") in section
+    assert section.startswith(
+        "\nDownstream models trained with the heareval-2021.1.3 protocol (8 grid configurations, seed 42)."
+    )
+    assert (
+        "- **a** on `t2`: the heareval-2021.1.3 protocol (1 grid configuration, at most 60 epochs, seed 42, "
+        "training batches shuffled), which departs from the kit"
+    ) in section
     assert "1 run(s) do not record their protocol." in section
     # one protocol everywhere: nothing marked, one sentence
     same = [dict(r, protocol=full) for r in results[:2]]

@@ -16,15 +16,23 @@ if not (shutil.which("fluidsynth") and shutil.which("espeak-ng")):
 from hearfuse.suite.build import SUITE, build_suite  # noqa: E402
 
 ISSUE_TASKS = {
-    "gm_pitch", "gm_instrument", "gm_percussion", "piano_onsets", "spoken_words", "spoken_language",
-    "speaker_count", "office_events", "sound_mixtures",
+    "gm_pitch",
+    "gm_instrument",
+    "gm_percussion",
+    "piano_onsets",
+    "spoken_words",
+    "spoken_language",
+    "speaker_count",
+    "office_events",
+    "sound_mixtures",
 }
 
 
 def _digest(directory: Path) -> dict[str, str]:
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*")) if p.is_file()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
     }
 
 

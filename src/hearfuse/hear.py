@@ -12,6 +12,7 @@ from torch import Tensor
 
 from . import presets
 from .config import FusionConfig
+from .errors import UsageError
 from .model import FusionModel
 
 
@@ -25,11 +26,11 @@ def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_opt
     path = Path(ref).expanduser()
     if path.suffix in (".toml", ".json"):
         if preset_options:
-            raise ValueError(f"preset options {sorted(preset_options)} only apply to presets, not to {ref}")
+            raise UsageError(f"preset options {sorted(preset_options)} only apply to presets, not to {ref}")
         if not path.is_file():
-            raise FileNotFoundError(f"fusion config file {ref!r} does not exist")
+            raise UsageError(f"fusion config file {ref!r} does not exist")
         return FusionConfig.load(path)
-    raise ValueError(f"{ref!r} is neither a preset ({', '.join(presets.names())}) nor a .toml/.json config file")
+    raise UsageError(f"{ref!r} is neither a preset ({', '.join(presets.names())}) nor a .toml/.json config file")
 
 
 def load_model(
@@ -61,3 +62,19 @@ def get_timestamp_embeddings(audio: Tensor, model: FusionModel) -> tuple[Tensor,
 def get_scene_embeddings(audio: Tensor, model: FusionModel) -> Tensor:
     """One embedding per sound, ``(n_sounds, scene_embedding_size)``."""
     return _check_model(model).scene_embeddings(audio)
+
+
+def hear_functions(preset: str):
+    """``load_model``, ``get_timestamp_embeddings``, ``get_scene_embeddings`` bound to ``preset``, so that each
+    preset is an importable HEAR module (``hearfuse/presets/<name>.py``).
+
+    ``load_model(model_file_path="")`` builds the preset; a non-empty path is taken as a config file
+    instead, as HEAR runners may pass one.
+    """
+
+    def load_preset(model_file_path: str = "", **options):
+        return load_model(model_file_path or preset, **options)
+
+    load_preset.__name__ = load_preset.__qualname__ = "load_model"
+    load_preset.__doc__ = f"Load the {preset!r} preset (HEAR API)."
+    return load_preset, get_timestamp_embeddings, get_scene_embeddings

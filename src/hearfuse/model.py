@@ -10,11 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from .config import FusionConfig, MemberConfig
+from .dtypes import DTYPE_NAMES, torch_dtype
+from .errors import ConfigError
 from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
 from .fusion.pooling import pool, pooling_weights
-from .fusion.windowing import Windowing, windowed_aggregate, windowed_pieces
+from .fusion.windowing import Windowing, window_plan, windowed_aggregate, windowed_pieces
 from .upstream import Upstream, get_family
 from .upstream.base import module_device
 
@@ -62,6 +64,12 @@ class Member(nn.Module):
         self.aggregation: LayerAggregation = config.aggregation
         self.aggregation.state_weights(upstream.num_states)  # fail at load time on bad layer indices
         self.windowing = windowing
+        if windowing is not None:  # fail at load time, not on every long file, when a window is too short
+            for scene in (False, True):
+                try:
+                    window_plan(upstream, windowing, scene=scene)
+                except ValueError as error:
+                    raise ConfigError(f"member {config.name!r}: {error}") from None
         self.normalize = {
             "none": False,
             "always": True,
@@ -95,16 +103,14 @@ class FusionModel(nn.Module):
     def __init__(self, config: FusionConfig, upstreams: Mapping[str, Upstream], *, dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
-        self.members = nn.ModuleDict(
-            {m.name: Member(m, upstreams[m.name], config.windowing) for m in config.members}
-        )
+        self.members = nn.ModuleDict({m.name: Member(m, upstreams[m.name], config.windowing) for m in config.members})
         for name, upstream in upstreams.items():
             if upstream.sample_rate != self.sample_rate:
                 raise ValueError(f"member {name!r} runs at {upstream.sample_rate} Hz; fusion needs 16 kHz members")
         native = {name: up.feature_dim for name, up in upstreams.items()}
         self.timestamp_embedding_size, self.scene_embedding_size = config.embedding_sizes(native)
-        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        if dtype is not None and dtype not in [torch_dtype(name) for name in DTYPE_NAMES]:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype}")
         self.autocast_dtype = None if dtype in (None, torch.float32) else dtype
         self.eval()
 
@@ -126,9 +132,9 @@ class FusionModel(nn.Module):
 
     #: On CUDA, let cuDNN time its convolution algorithms per input shape and keep the fastest
     #: (``torch.backends.cudnn.benchmark``, only while this model runs): convolutions are half
-    #: the GPU time of ``fusion_cat_xwc``, and on an H200 this took HuBERT xLarge from 88 to
-    #: 76 ms per batch of 16 x 10 s. Each new clip length is timed once: set this to False
-    #: when embedding many clips of all different lengths.
+    #: the GPU time of ``fusion_cat_xwc`` (README, "Performance", for the measured gain). Each
+    #: new clip length is timed once: set this to False when embedding many clips of all
+    #: different lengths.
     cudnn_benchmark: bool = True
 
     @contextlib.contextmanager
@@ -227,7 +233,9 @@ class FusionModel(nn.Module):
         """Members already on the reference frames ``(n, T, C_m)`` -> ``(n, T, D)``: widths aligned, combined."""
         config = self.config
         native = {name: x.shape[-1] for name, x in aligned.items()}
-        members = [stretch(aligned[m.name], width, dim=2) for m, width in zip(config.members, config.aligned_widths(native))]
+        members = [
+            stretch(aligned[m.name], width, dim=2) for m, width in zip(config.members, config.aligned_widths(native))
+        ]
         combined = average(members) if config.combine == "avg" else concatenate(members, interleave=config.interleave)
         return combined.float()
 

@@ -56,8 +56,11 @@ class SplitEmbeddings:
 
 def embedding_key(model: FusionModel) -> dict:
     """What a cached embedding depends on besides its audio."""
-    return {"config": model.config.fingerprint(), "dtype": str(model.autocast_dtype or torch.float32).removeprefix("torch."),
-            "embedding_code": embedding_code_version()}
+    return {
+        "config": model.config.fingerprint(),
+        "dtype": str(model.autocast_dtype or torch.float32).removeprefix("torch."),
+        "embedding_code": embedding_code_version(),
+    }
 
 
 def split_dir(cache_root: Path, key: dict, task: Task, split: str) -> Path:
@@ -83,15 +86,25 @@ def embed_split(
     files = files if files is not None else task.kit_file_order()[split]
     audio_dir = task.audio_dir(split, model.sample_rate)
     directory = split_dir(Path(cache_root), embedding_key(model), task, split)
-    meta = {"kind": kind, "width": width, "config": model.config.name, "files": digest(files),
-            "audio": _audio_stamp(audio_dir, files)}
+    meta = {
+        "kind": kind,
+        "width": width,
+        "config": model.config.name,
+        "files": digest(files),
+        "audio": _audio_stamp(audio_dir, files),
+    }
     meta_path = directory / "meta.json"
     if meta_path.is_file():
         stored = json.loads(meta_path.read_text())
         if stored != meta:
             changed = [key for key in meta if stored.get(key) != meta[key]]
-            log.info("re-embedding %s/%s for %s: %s changed since it was cached",
-                     task.name, split, model.config.name, ", ".join(changed))
+            log.info(
+                "re-embedding %s/%s for %s: %s changed since it was cached",
+                task.name,
+                split,
+                model.config.name,
+                ", ".join(changed),
+            )
             shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(meta_path, json.dumps(meta))
@@ -99,9 +112,11 @@ def embed_split(
     done = _resume(directory, files, width)
     rows_done = sum(entry["count"] for entry in done)
     todo = files[len(done) :]
-    with open(directory / "rows.f32", "ab") as rows_file, open(directory / "timestamps.f32", "ab") as times_file, open(
-        directory / "index.jsonl", "a"
-    ) as index_file:
+    with (
+        open(directory / "rows.f32", "ab") as rows_file,
+        open(directory / "timestamps.f32", "ab") as times_file,
+        open(directory / "index.jsonl", "a") as index_file,
+    ):
         for batch in _batches(audio_dir, todo, batch_seconds):
             audio = torch.from_numpy(np.stack([_load(audio_dir / name, model.sample_rate) for name in batch]))
             result = model.embed(audio, timestamp=kind == "event", scene=kind == "scene")
@@ -173,8 +188,12 @@ def _resume(directory: Path, files: list[str], width: int) -> list[dict]:
         end += entry["count"]
     index_text = "".join(json.dumps(e) + "\n" for e in kept)
     if len(kept) != len(entries):
-        log.info("cache %s: keeping %d of %d indexed clips (the rest is not complete on disk)",
-                 directory, len(kept), len(entries))
+        log.info(
+            "cache %s: keeping %d of %d indexed clips (the rest is not complete on disk)",
+            directory,
+            len(kept),
+            len(entries),
+        )
     if _read_text(directory / "index.jsonl") != index_text:  # also drops a line cut short
         write_text_atomic(directory / "index.jsonl", index_text)
     _truncate(directory / "rows.f32", end * width * 4)

@@ -43,7 +43,9 @@ class MLP(nn.Module):
             linear = nn.Linear(width, params.hidden_dim)
             initialize(linear.weight, gain=gain)
             block = [nn.Dropout(params.dropout), nn.ReLU()]
-            block = block + [norm(params.hidden_dim)] if params.norm_after_activation else [norm(params.hidden_dim)] + block
+            block = (
+                block + [norm(params.hidden_dim)] if params.norm_after_activation else [norm(params.hidden_dim)] + block
+            )
             layers += [linear, *block]
             width, gain = params.hidden_dim, nn.init.calculate_gain("relu")
         projection = nn.Linear(width, out_features)

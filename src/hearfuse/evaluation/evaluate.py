@@ -62,25 +62,31 @@ def evaluate(
 ) -> list[dict]:
     """Every model x task; a failing task is recorded as failed and the others go on."""
     task_paths = select_tasks(tasks_dir, tuple(only))
-    results = []
-    for model_ref in models:
-        config = resolve_config(model_ref)
-        model: FusionModel | None = None
-        key = {"config": config.fingerprint(), "dtype": str(dtype or torch.float32).removeprefix("torch."),
-               "embedding_code": provenance.embedding_code_version()}
+    return [result for ref in models for result in _evaluate_model(resolve_config(ref), task_paths, settings, dtype)]
 
-        def compute(task: Task) -> dict:
-            nonlocal model
-            load_task(task.path, read_headers=True)  # every bad audio file named before any work
-            if model is None:
-                model = FusionModel.from_config(config, device=settings.device, dtype=dtype)
-            return evaluate_task(model, task, settings)
 
-        def identity(task: Task) -> dict:
-            return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}
+def _evaluate_model(
+    config: FusionConfig, task_paths: list[Path], settings: EvaluationSettings, dtype: torch.dtype | None
+) -> list[dict]:
+    """One model on every task; the model is loaded only when some result has to be computed."""
+    model: FusionModel | None = None
+    key = {
+        "config": config.fingerprint(),
+        "dtype": str(dtype or torch.float32).removeprefix("torch."),
+        "embedding_code": provenance.embedding_code_version(),
+    }
 
-        results += [_run(config.name, path, settings, load_task, identity, compute) for path in task_paths]
-    return results
+    def compute(task: Task) -> dict:
+        nonlocal model
+        load_task(task.path, read_headers=True)  # every bad audio file named before any work
+        if model is None:
+            model = FusionModel.from_config(config, device=settings.device, dtype=dtype)
+        return evaluate_task(model, task, settings)
+
+    def identity(task: Task) -> dict:
+        return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}
+
+    return [_run(config.name, path, settings, load_task, identity, compute) for path in task_paths]
 
 
 def evaluate_embeddings(root: str | Path, settings: EvaluationSettings, *, only: Sequence[str] = ()) -> list[dict]:
@@ -139,7 +145,9 @@ def _run(
 
 
 def _audio_stamps(task: Task) -> dict[str, str]:
-    return {split: provenance.files_stamp(task.audio_dir(split), list(task.split_labels(split))) for split in task.splits}
+    return {
+        split: provenance.files_stamp(task.audio_dir(split), list(task.split_labels(split))) for split in task.splits
+    }
 
 
 def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) -> dict:
@@ -149,17 +157,32 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
     started = time.perf_counter()
     order = task.kit_file_order()
     data = {}
-    with tqdm(total=sum(len(files) for files in order.values()), desc=f"embed {task.name}", unit="clip",
-              disable=not settings.progress) as bar:
+    with tqdm(
+        total=sum(len(files) for files in order.values()),
+        desc=f"embed {task.name}",
+        unit="clip",
+        disable=not settings.progress,
+    ) as bar:
         for split in task.splits:
-            embeddings = embed_split(model, task, split, settings.cache_dir, files=order[split],
-                                     batch_seconds=settings.batch_seconds, progress=bar.update)
+            embeddings = embed_split(
+                model,
+                task,
+                split,
+                settings.cache_dir,
+                files=order[split],
+                batch_seconds=settings.batch_seconds,
+                progress=bar.update,
+            )
             data[split] = from_cache(task, split, embeddings)
     embed_seconds = time.perf_counter() - started
     result = score_task(task, data, settings)
     result["timings"]["embed_s"] = embed_seconds
-    return {**result, "config_fingerprint": model.config.fingerprint(), "config": model.config.to_dict(),
-            "embedding_key": embedding_key(model)}
+    return {
+        **result,
+        "config_fingerprint": model.config.fingerprint(),
+        "config": model.config.to_dict(),
+        "embedding_key": embedding_key(model),
+    }
 
 
 def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSettings) -> dict:
@@ -173,7 +196,8 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     if task.embedding_type == "event" and not scoring and len(options) != 1:
         raise TaskError(
             f"task {task.name}: use_scoring_for_early_stopping is false, so event_postprocessing_grid must hold "
-            f"exactly one setting (the kit asserts this in epoch_best_postprocessing_or_default); it holds {len(options)}"
+            "exactly one setting (the kit asserts this in epoch_best_postprocessing_or_default); "
+            f"it holds {len(options)}"
         )
     folds = task.folds()
     grid = protocol.grid(task.metadata)
@@ -182,7 +206,9 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         return _train_fold(task, fold, data, params, settings, scoring, options)
 
     started = time.perf_counter()
-    candidates = [train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)]
+    candidates = [
+        train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)
+    ]
     # sort_grid_points: best validation value first, the earlier draw on ties (a stable sort)
     chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
     grid_seconds = time.perf_counter() - started
@@ -192,9 +218,16 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     trained_folds = []
     for fold in folds:
         trained = chosen if fold.index == 0 else train(fold, chosen.params)
-        trained_folds.append({"test": fold.test, "valid": fold.valid, "train": list(fold.train),
-                              "validation_score": trained.validation_score, "best_epoch": trained.best_epoch,
-                              "epochs_run": trained.epochs_run})
+        trained_folds.append(
+            {
+                "test": fold.test,
+                "valid": fold.valid,
+                "train": list(fold.train),
+                "validation_score": trained.validation_score,
+                "best_epoch": trained.best_epoch,
+                "epochs_run": trained.epochs_run,
+            }
+        )
         for name, value in _test_scores(task, data[fold.test], trained, settings.device).items():
             fold_scores[name].append(value)
     return {
@@ -206,8 +239,12 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         "selected_hyperparameters": chosen.params.to_dict(),
         "selected_event_postprocessing": chosen.postprocessing.to_dict() if chosen.postprocessing else None,
         "grid": [
-            {"params": c.params.to_dict(), "validation_score": c.validation_score, "best_epoch": c.best_epoch,
-             "epochs_run": c.epochs_run}
+            {
+                "params": c.params.to_dict(),
+                "validation_score": c.validation_score,
+                "best_epoch": c.best_epoch,
+                "epochs_run": c.epochs_run,
+            }
             for c in candidates
         ],
         "folds": trained_folds,
@@ -243,8 +280,9 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
 
     def validate(probabilities: np.ndarray) -> tuple[float, Postprocessing]:
         def score(option: Postprocessing) -> float:
-            return metrics.score(primary, _events(part, probabilities, labels, option), part.references,
-                                 label_vocabulary=labels)
+            return metrics.score(
+                primary, _events(part, probabilities, labels, option), part.references, label_vocabulary=labels
+            )
 
         option, value = choose_postprocessing(options, score, primary)
         return value, option
@@ -252,8 +290,15 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
     return validate
 
 
-def _train_fold(task: Task, fold: Fold, data: dict[str, SplitData], params: HyperParameters,
-                settings: EvaluationSettings, scoring: bool, options: list[Postprocessing]) -> TrainedPredictor:
+def _train_fold(
+    task: Task,
+    fold: Fold,
+    data: dict[str, SplitData],
+    params: HyperParameters,
+    settings: EvaluationSettings,
+    scoring: bool,
+    options: list[Postprocessing],
+) -> TrainedPredictor:
     x_train, y_train = _stack([data[s] for s in fold.train])
     valid = data[fold.valid]
     return train_predictor(

@@ -37,10 +37,14 @@ def postprocessing_options(grid: Mapping[str, Sequence[float]]) -> list[Postproc
     the order heareval enumerates them in (``get_events_for_all_files``)."""
     unknown = set(grid) - set(Postprocessing.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"event_postprocessing_grid: unknown keys {sorted(unknown)}; "
-                         f"expected some of {list(Postprocessing.__dataclass_fields__)}")
+        raise ValueError(
+            f"event_postprocessing_grid: unknown keys {sorted(unknown)}; "
+            f"expected some of {list(Postprocessing.__dataclass_fields__)}"
+        )
     keys = sorted(grid)
-    return [Postprocessing(**dict(zip(keys, map(float, values)))) for values in itertools.product(*(grid[k] for k in keys))]
+    return [
+        Postprocessing(**dict(zip(keys, map(float, values)))) for values in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def choose_postprocessing(

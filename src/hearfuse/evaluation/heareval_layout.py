@@ -70,7 +70,9 @@ def read_split(task: Task, split: str):
     rows_count, width = json.loads((task.path / f"{split}.embedding-dimensions.json").read_text())
     path = task.path / f"{split}.embeddings.npy"
     if path.stat().st_size != rows_count * width * 4:
-        raise TaskError(f"{where}: {path.name} holds {path.stat().st_size} bytes, expected {rows_count} x {width} float32")
+        raise TaskError(
+            f"{where}: {path.name} holds {path.stat().st_size} bytes, expected {rows_count} x {width} float32"
+        )
     rows = np.memmap(path, dtype=np.float32, mode="r", shape=(rows_count, width))
     with open(task.path / f"{split}.target-labels.pkl", "rb") as handle:
         labels = pickle.load(handle)

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import UsageError
+
 KIT = "heareval-2021.1.3"
 
 #: ``PARAM_GRID``; torch classes and functions by name. sklearn's ``ParameterGrid`` orders the keys
@@ -64,15 +66,18 @@ class HyperParameters:
     optim: str = "Adam"
 
     def __post_init__(self) -> None:
-        choices = {"initialization": ("xavier_uniform", "xavier_normal"), "hidden_norm": ("BatchNorm1d", "LayerNorm", "Identity"),
-                   "optim": ("Adam",)}
+        choices = {
+            "initialization": ("xavier_uniform", "xavier_normal"),
+            "hidden_norm": ("BatchNorm1d", "LayerNorm", "Identity"),
+            "optim": ("Adam",),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"downstream {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+                raise UsageError(f"downstream {name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         for name in ("hidden_layers", "hidden_dim", "batch_size", "max_epochs", "check_val_every_n_epoch", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "hidden_layers" else 1):
-                raise ValueError(f"downstream {name} must be a positive integer, got {value!r}")
+                raise UsageError(f"downstream {name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,9 +93,13 @@ def task_grid(metadata: Mapping[str, Any]) -> dict[str, list[Any]]:
     known = {f.name for f in fields(HyperParameters)}
     for key, values in overrides.items():
         if key not in known:
-            raise ValueError(f"evaluation_params.task_specific_param_grid: unknown key {key!r}; expected some of {sorted(known)}")
+            raise UsageError(
+                f"evaluation_params.task_specific_param_grid: unknown key {key!r}; expected some of {sorted(known)}"
+            )
         if not isinstance(values, list) or not values:
-            raise ValueError(f"evaluation_params.task_specific_param_grid: {key!r} must be a non-empty list, got {values!r}")
+            raise UsageError(
+                f"evaluation_params.task_specific_param_grid: {key!r} must be a non-empty list, got {values!r}"
+            )
     grid.update(overrides)
     return grid
 
@@ -110,7 +119,7 @@ def uses_scoring_for_early_stopping(metadata: Mapping[str, Any]) -> bool:
     validation loss (mode min) for early stopping, checkpointing and grid-point selection."""
     value = metadata.get("use_scoring_for_early_stopping", True)
     if not isinstance(value, bool):
-        raise ValueError(f"task_metadata.json: use_scoring_for_early_stopping must be true or false, got {value!r}")
+        raise UsageError(f"task_metadata.json: use_scoring_for_early_stopping must be true or false, got {value!r}")
     return value
 
 
@@ -140,10 +149,14 @@ class Protocol:
     shuffle_batches: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid_points, bool) or not isinstance(self.grid_points, int) or not 1 <= self.grid_points <= GRID_SIZE:
-            raise ValueError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
+        if (
+            isinstance(self.grid_points, bool)
+            or not isinstance(self.grid_points, int)
+            or not 1 <= self.grid_points <= GRID_SIZE
+        ):
+            raise UsageError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
         if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
-            raise ValueError(f"max_epochs must be a positive integer, got {self.max_epochs}")
+            raise UsageError(f"max_epochs must be a positive integer, got {self.max_epochs}")
 
     def deviations(self) -> list[str]:
         """Options in which this protocol differs from the kit's run with default flags."""
@@ -160,7 +173,7 @@ class Protocol:
             points = [replace(p, max_epochs=min(p.max_epochs, self.max_epochs)) for p in points]
         for point in points:
             if point.max_epochs < point.check_val_every_n_epoch:
-                raise ValueError(
+                raise UsageError(
                     f"max_epochs {point.max_epochs} is below one validation check "
                     f"(every {point.check_val_every_n_epoch} epochs for this task)"
                 )

@@ -182,14 +182,19 @@ def _columns(results: Sequence[dict]) -> list[dict]:
             metrics = _ordered_unique(r["metric"] for r in records if isinstance(r.get("metric"), str))[:1]
         metric = metrics[0] if metrics else None
         if len(metrics) > 1:
-            warnings.warn(f"task {task!r}: results disagree on the primary metric {metrics}; using {metric!r}")
+            warnings.warn(
+                f"task {task!r}: results disagree on the primary metric {metrics}; using {metric!r}", stacklevel=2
+            )
         directions = _ordered_unique(
             bool(r["higher_is_better"])
             for r in records
             if r.get("higher_is_better") is not None and r.get("metric") == metric
         )
         if len(directions) > 1:
-            warnings.warn(f"task {task!r}: results disagree on higher_is_better for {metric!r}; using {directions[0]}")
+            warnings.warn(
+                f"task {task!r}: results disagree on higher_is_better for {metric!r}; using {directions[0]}",
+                stacklevel=2,
+            )
         higher = directions[0] if directions else _infer_higher_is_better(metric)
         columns.append({"task": task, "metric": metric, "higher_is_better": higher})
     return columns

@@ -37,9 +37,12 @@ def from_cache(task: Task, split: str, embeddings: SplitEmbeddings) -> SplitData
         for row, name in enumerate(embeddings.files):
             y[row, [index[str(label)] for label in references[name]]] = 1.0
     else:
-        y = np.concatenate([
-            frame_targets(references[name], np.asarray(embeddings.timestamps[start : start + count]), index)
-            for name, start, count in zip(embeddings.files, embeddings.starts, embeddings.counts)
-        ])
-    return SplitData(embeddings.rows, y, embeddings.files, embeddings.starts, embeddings.counts,
-                     embeddings.timestamps, references)
+        y = np.concatenate(
+            [
+                frame_targets(references[name], np.asarray(embeddings.timestamps[start : start + count]), index)
+                for name, start, count in zip(embeddings.files, embeddings.starts, embeddings.counts)
+            ]
+        )
+    return SplitData(
+        embeddings.rows, y, embeddings.files, embeddings.starts, embeddings.counts, embeddings.timestamps, references
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import AudioError, audio_info
+from ..errors import UsageError
 from .events import DEFAULT_POSTPROCESSING_GRID
 from .metrics import METRICS
 
@@ -27,7 +28,7 @@ PREDICTION_TYPES = ("multiclass", "multilabel")
 SPLIT_MODES = ("trainvaltest", "presplit_kfold", "new_split_kfold")
 
 
-class TaskError(ValueError):
+class TaskError(UsageError):
     """A malformed task directory; the message lists every problem found."""
 
 
@@ -190,7 +191,9 @@ def load_task(path: str | Path, *, check_audio: bool = True, read_headers: bool 
             audio_dir = task.audio_dir(split)
             missing = [name for name in content if not (audio_dir / name).is_file()]
             if missing:
-                problems.append(f"{len(missing)} audio files of split {split!r} missing in {audio_dir}, e.g. {missing[:3]}")
+                problems.append(
+                    f"{len(missing)} audio files of split {split!r} missing in {audio_dir}, e.g. {missing[:3]}"
+                )
             if read_headers:
                 for name in content:
                     if name not in missing:

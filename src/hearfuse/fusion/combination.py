@@ -31,7 +31,3 @@ def average(features: Sequence[Tensor]) -> Tensor:
     if len(shapes) != 1:
         raise ValueError(f"averaging needs members of equal shape, got {sorted(shapes)}; align features first")
     return torch.stack(list(features)).mean(dim=0)
-
-
-def combined_width(widths: Sequence[int], mode: CombineMode) -> int:
-    return sum(widths) if mode == "cat" else widths[0]

@@ -32,6 +32,25 @@ class Windowing:
             )
 
 
+def window_plan(upstream: Upstream, windowing: Windowing, *, scene: bool = False) -> tuple[int, int]:
+    """(context frames on each side, core frames) of every window of ``upstream``; a window too short
+    to keep any core frame is refused (checked when a model is built, not when a long file comes)."""
+    hop = upstream.frame_hop_samples(scene=scene)
+    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop
+    # Context of at least one receptive field, so every core frame is computable in its window;
+    # models without long-range context (CREPE) need no more, and their windows are exact.
+    context = -(-upstream.receptive_field // hop)
+    if upstream.context_dependent:
+        context = max(context, round(windowing.context_seconds * upstream.sample_rate) // hop)
+    core_frames = window // hop - 2 * context
+    if core_frames < 1:
+        raise ValueError(
+            f"window_seconds {windowing.window_seconds:g} is too short for the model's context "
+            f"({context} frames of {1000 * hop / upstream.sample_rate:g} ms on each side)"
+        )
+    return context, core_frames
+
+
 def windowed_pieces(
     upstream: Upstream,
     audio: Tensor,
@@ -51,14 +70,7 @@ def windowed_pieces(
     if windowing is None or num_samples <= window:
         yield aggregate(upstream, audio, aggregation, scene=scene)
         return
-    # Context of at least one receptive field, so every core frame is computable in its window;
-    # models without long-range context (CREPE) need no more, and their windows are exact.
-    context = -(-upstream.receptive_field // hop)
-    if upstream.context_dependent:
-        context = max(context, round(windowing.context_seconds * upstream.sample_rate) // hop)
-    core_frames = window // hop - 2 * context
-    if core_frames < 1:
-        raise ValueError(f"window of {windowing.window_seconds} s is too short for its context")
+    context, core_frames = window_plan(upstream, windowing, scene=scene)
     total = len(upstream.frame_centers_ms(num_samples, scene=scene))
     for first in range(0, total, core_frames):
         last = min(first + core_frames, total)

@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import Literal
 
 from ..config import FusionConfig, MemberConfig
+from ..errors import UsageError
 from ..fusion.aggregation import LayerAggregation
 from ..upstream import get_family
 
@@ -120,11 +121,11 @@ def get(
     try:
         config = PAPER_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PAPER_PRESETS)}") from None
+        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PAPER_PRESETS)}") from None
     if normalize not in ("none", "checkpoint"):
-        raise ValueError("normalize must be 'none' or 'checkpoint'")
+        raise UsageError("normalize must be 'none' or 'checkpoint'")
     if crepe_frames not in ("paper", "reference"):
-        raise ValueError("crepe_frames must be 'paper' or 'reference'")
+        raise UsageError("crepe_frames must be 'paper' or 'reference'")
     members = []
     for member in config.members:
         if member.family == "crepe" and crepe_frames == "reference":

@@ -1,5 +1,5 @@
 """HEAR module of the ``wav2vec2_large`` preset (see :mod:`hearfuse.presets`)."""
 
-from ._hear_module import hear_functions
+from ..hear import hear_functions
 
 load_model, get_timestamp_embeddings, get_scene_embeddings = hear_functions("wav2vec2_large")

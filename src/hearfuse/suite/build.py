@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UsageError
 from . import music, speech  # noqa: F401  (registration)
 from .registry import SIZES, SUITE, SuiteTask
 from .synth import require, soundfont
@@ -34,10 +35,10 @@ def build_suite(
     from tqdm import tqdm
 
     if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+        raise UsageError(f"size must be one of {SIZES}, got {size!r}")
     unknown = sorted(set(only) - set(SUITE))
     if unknown:
-        raise ValueError(f"unknown suite tasks {unknown}; tasks: {', '.join(SUITE)}")
+        raise UsageError(f"unknown suite tasks {unknown}; tasks: {', '.join(SUITE)}")
     require("fluidsynth"), require("espeak-ng"), soundfont()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

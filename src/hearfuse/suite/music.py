@@ -121,8 +121,10 @@ def _render_batch(clips: list[Clip], gap_ms: int) -> list[np.ndarray]:
     # a new one each 4 ms block, and silenced before the first clip. Then a clip's samples do not
     # depend on what else shares its render.
     warm_ups = sorted({(n.instrument, n.pitch, n.velocity) for clip in clips for n in clip.notes})
-    notes = [(channel_of[i], i % DRUM_KIT, pitch, GRID_MS * k / 1000, GRID_MS * (k + 1) / 1000, velocity)
-             for k, (i, pitch, velocity) in enumerate(warm_ups)]
+    notes = [
+        (channel_of[i], i % DRUM_KIT, pitch, GRID_MS * k / 1000, GRID_MS * (k + 1) / 1000, velocity)
+        for k, (i, pitch, velocity) in enumerate(warm_ups)
+    ]
     lead_in = GRID_MS * -(-(len(warm_ups) * GRID_MS + gap_ms) // GRID_MS)
     silence_at = list(range(200, lead_in - gap_ms // 2, 200)) + [lead_in - gap_ms // 2]
     offsets = []
@@ -130,16 +132,25 @@ def _render_batch(clips: list[Clip], gap_ms: int) -> list[np.ndarray]:
     for clip in clips:
         offsets.append(cursor)
         for n in clip.notes:
-            notes.append((channel_of[n.instrument], n.instrument % DRUM_KIT, n.pitch,
-                          (cursor + n.start) / 1000, (cursor + n.end) / 1000, n.velocity))
+            notes.append(
+                (
+                    channel_of[n.instrument],
+                    n.instrument % DRUM_KIT,
+                    n.pitch,
+                    (cursor + n.start) / 1000,
+                    (cursor + n.end) / 1000,
+                    n.velocity,
+                )
+            )
         cursor += clip.duration + gap_ms
         silence_at.append(cursor - gap_ms // 2)
     midi = note_midi(notes, ticks_per_beat=500)  # 120 bpm: one tick is one millisecond
     # Between clips, "all sound off" (CC 120) on every channel stops what still rings, so no clip
     # hears the tail of the one before (a low guitar string in FluidR3 rings for 20 s).
     channels = sorted(set(channel_of.values()))
-    controls = [(tick, mido.Message("control_change", channel=c, control=120, value=0)) for tick in silence_at
-                for c in channels]
+    controls = [
+        (tick, mido.Message("control_change", channel=c, control=120, value=0)) for tick in silence_at for c in channels
+    ]
     if kits:
         controls.append((0, mido.Message("program_change", channel=9, program=kits[0])))
     midi.tracks[0] = _merge(midi.tracks[0], controls, end=cursor)
@@ -202,9 +213,73 @@ PITCHES = tuple(range(48, 85))
 #: layered on, too short to hear); left out by design: the unsteady synth effects 96-103 and the
 #: percussive and sound-effect programs 112-127.
 PITCH_PROGRAMS: tuple[int, ...] = (
-    0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 20, 21, 22, 23, 24, 27, 29, 32, 33, 34, 35, 36, 37, 39, 42,
-    50, 51, 53, 54, 56, 57, 59, 60, 61, 62, 63, 65, 69, 71, 72, 73, 74, 75, 76, 78, 79, 80, 81, 82, 83,
-    84, 85, 87, 88, 89, 90, 91, 92, 93, 94, 95, 105, 107, 108, 109,
+    0,
+    1,
+    2,
+    4,
+    5,
+    6,
+    7,
+    8,
+    10,
+    11,
+    12,
+    13,
+    20,
+    21,
+    22,
+    23,
+    24,
+    27,
+    29,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    39,
+    42,
+    50,
+    51,
+    53,
+    54,
+    56,
+    57,
+    59,
+    60,
+    61,
+    62,
+    63,
+    65,
+    69,
+    71,
+    72,
+    73,
+    74,
+    75,
+    76,
+    78,
+    79,
+    80,
+    81,
+    82,
+    83,
+    84,
+    85,
+    87,
+    88,
+    89,
+    90,
+    91,
+    92,
+    93,
+    94,
+    95,
+    105,
+    107,
+    108,
+    109,
 )
 
 DRUM_KITS = (0, 8, 16, 24, 25, 32, 40)  # Standard, Room, Power, Electronic, TR-808, Jazz, Brush
@@ -236,8 +311,16 @@ def _program_range(program: int) -> tuple[int, int]:
     return 48, 84
 
 
-def _phrase(rng: np.random.Generator, program: int, *, start: int, stop: int, notes: tuple[int, int],
-            pitch_range: tuple[int, int] | None = None, velocity: tuple[int, int] = (60, 120)) -> list[Note]:
+def _phrase(
+    rng: np.random.Generator,
+    program: int,
+    *,
+    start: int,
+    stop: int,
+    notes: tuple[int, int],
+    pitch_range: tuple[int, int] | None = None,
+    velocity: tuple[int, int] = (60, 120),
+) -> list[Note]:
     """A short melodic phrase between ``start`` and ``stop`` ms: consecutive notes in a random walk."""
     low, high = pitch_range or _program_range(program)
     count = int(rng.integers(notes[0], notes[1] + 1))
@@ -262,8 +345,9 @@ def _split_counts(total: int, valid: float = 0.15, test: float = 0.15) -> dict[s
     return {"train": total - n_valid - n_test, "valid": n_valid, "test": n_test}
 
 
-def _stratified(rng: np.random.Generator, items_by_class: dict, splits: Sequence[str],
-                fractions: Sequence[float]) -> dict[str, list]:
+def _stratified(
+    rng: np.random.Generator, items_by_class: dict, splits: Sequence[str], fractions: Sequence[float]
+) -> dict[str, list]:
     """Shuffle each class's items and share them out over ``splits`` in ``fractions``."""
     shared: dict[str, list] = {split: [] for split in splits}
     for items in items_by_class.values():
@@ -314,13 +398,20 @@ def build_gm_pitch(root: Path, size: str, rng: np.random.Generator) -> TaskWrite
                 specs.append((split, program, int(rng.choice(PITCHES)), int(rng.integers(40, 128))))
     clips = [Clip((Note(program, pitch, 0, hold, velocity),), duration) for _, program, pitch, velocity in specs]
     writer = TaskWriter(
-        root, "gm_pitch", size, embedding_type="scene", prediction_type="multiclass", split_mode="trainvaltest",
-        splits=TRAIN_VALID_TEST, evaluation=["pitch_acc", "chroma_acc"], sample_duration=duration / 1000,
+        root,
+        "gm_pitch",
+        size,
+        embedding_type="scene",
+        prediction_type="multiclass",
+        split_mode="trainvaltest",
+        splits=TRAIN_VALID_TEST,
+        evaluation=["pitch_acc", "chroma_acc"],
+        sample_duration=duration / 1000,
         labels=[str(p) for p in PITCHES],
         description="Stands in for NSynth Pitch (HEAR nsynth_pitch): MIDI pitch of single FluidR3 GM notes, "
         "instruments of valid and test unseen in training.",
     )
-    for index, ((split, program, pitch, velocity), audio) in enumerate(zip(specs, render_stream(clips))):
+    for index, ((split, program, pitch, _velocity), audio) in enumerate(zip(specs, render_stream(clips))):
         writer.add(split, f"prog{program:03d}_{index:05d}.wav", LEVEL * audio, [str(pitch)])
     return writer
 
@@ -345,8 +436,15 @@ def build_gm_instrument(root: Path, size: str, rng: np.random.Generator) -> Task
             clips.append(Clip(tuple(_phrase(rng, program, start=0, stop=1700, notes=(2, 5))), duration))
         specs_by_family[family] = clips
     writer = TaskWriter(
-        root, "gm_instrument", size, embedding_type="scene", prediction_type="multiclass",
-        split_mode="new_split_kfold", splits=folds, evaluation=["top1_acc"], sample_duration=duration / 1000,
+        root,
+        "gm_instrument",
+        size,
+        embedding_type="scene",
+        prediction_type="multiclass",
+        split_mode="new_split_kfold",
+        splits=folds,
+        evaluation=["top1_acc"],
+        sample_duration=duration / 1000,
         labels=list(FAMILIES),
         description="Stands in for Beijing Opera Percussion and Mridangam Tonic (small k-fold instrument "
         "identification): GM instrument family of short FluidR3 phrases.",
@@ -381,17 +479,25 @@ def build_gm_percussion(root: Path, size: str, rng: np.random.Generator) -> Task
         for kit in map(int, kits):
             start = _time(rng, 4, 40)
             note = Note(DRUM_KIT + kit, key, start, duration, int(rng.integers(30, 128)))
-            items.append((name, Clip((note,), duration), float(rng.uniform(0.6, 1.0)),
-                          float(10 ** rng.uniform(-4.6, -3.8))))
+            items.append(
+                (name, Clip((note,), duration), float(rng.uniform(0.6, 1.0)), float(10 ** rng.uniform(-4.6, -3.8)))
+            )
     audio = render_clips([clip for _, clip, _, _ in items])
     by_sound: dict[str, list[int]] = {}
     for index, (name, *_) in enumerate(items):
         by_sound.setdefault(name, []).append(index)
     shared = _stratified(rng, by_sound, TRAIN_VALID_TEST, [0.7, 0.15, 0.15])
     writer = TaskWriter(
-        root, "gm_percussion", size, embedding_type="scene", prediction_type="multiclass",
-        split_mode="trainvaltest", splits=TRAIN_VALID_TEST, evaluation=["top1_acc"],
-        sample_duration=duration / 1000, labels=list(DRUM_SOUNDS),
+        root,
+        "gm_percussion",
+        size,
+        embedding_type="scene",
+        prediction_type="multiclass",
+        split_mode="trainvaltest",
+        splits=TRAIN_VALID_TEST,
+        evaluation=["top1_acc"],
+        sample_duration=duration / 1000,
+        labels=list(DRUM_SOUNDS),
         description="Stands in for Mridangam Stroke: which GM drum-kit sound (of 7 FluidR3 kits) a single "
         "hit is, at varied velocity and gain.",
     )
@@ -441,10 +547,16 @@ def build_piano_onsets(root: Path, size: str, rng: np.random.Generator) -> TaskW
     duration = 15000 if size == "full" else 10000
     counts = _split_counts(900 if size == "full" else 60)
     writer = TaskWriter(
-        root, "piano_onsets", size, embedding_type="event", prediction_type="multilabel",
-        split_mode="trainvaltest", splits=TRAIN_VALID_TEST,
+        root,
+        "piano_onsets",
+        size,
+        embedding_type="event",
+        prediction_type="multilabel",
+        split_mode="trainvaltest",
+        splits=TRAIN_VALID_TEST,
         evaluation=["event_onset_50ms_fms", "event_onset_offset_50ms_20perc_fms"],
-        sample_duration=duration / 1000, labels=[str(p) for p in PITCHES],
+        sample_duration=duration / 1000,
+        labels=[str(p) for p in PITCHES],
         evaluation_params={"event_postprocessing_grid": {"median_filter_ms": [150.0], "min_duration": [50.0]}},
         description="Stands in for MAESTRO 5h (HEAR maestro): transcribe random FluidR3 piano melodies and "
         "chords, note-on/note-off of each MIDI pitch.",
@@ -520,11 +632,21 @@ def build_sound_mixtures(root: Path, size: str, rng: np.random.Generator) -> Tas
             others = [n for n in names if n != first]
             extra = rng.choice(others, size=int(rng.choice([0, 1, 2], p=[0.35, 0.4, 0.25])), replace=False)
             mixtures.append((split, [first, *map(str, extra)]))
-    sources = [(m, name, Clip(tuple(_source_notes(rng, name, duration)), duration))
-               for m, (_, chosen) in enumerate(mixtures) for name in chosen]
+    sources = [
+        (m, name, Clip(tuple(_source_notes(rng, name, duration)), duration))
+        for m, (_, chosen) in enumerate(mixtures)
+        for name in chosen
+    ]
     writer = TaskWriter(
-        root, "sound_mixtures", size, embedding_type="scene", prediction_type="multilabel",
-        split_mode="trainvaltest", splits=TRAIN_VALID_TEST, evaluation=["mAP"], sample_duration=duration / 1000,
+        root,
+        "sound_mixtures",
+        size,
+        embedding_type="scene",
+        prediction_type="multilabel",
+        split_mode="trainvaltest",
+        splits=TRAIN_VALID_TEST,
+        evaluation=["mAP"],
+        sample_duration=duration / 1000,
         labels=names,
         description="Stands in for FSD50K: tag which of 10 FluidR3 sources (instrument phrases, GM sound "
         "effects) sound in a mixture of 1-3 at random gains.",

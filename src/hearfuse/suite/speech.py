@@ -35,45 +35,149 @@ MS = SAMPLE_RATE // 1000
 COMMAND_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 OTHER_WORDS = (
-    "bed", "bird", "cat", "dog", "happy", "house", "tree", "wow", "zero", "one", "two", "three",
-    "four", "five", "six", "seven", "eight", "nine", "forward", "backward", "follow", "learn",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "happy",
+    "house",
+    "tree",
+    "wow",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "forward",
+    "backward",
+    "follow",
+    "learn",
 )
 ENGLISH_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 #: Everyday English words that monologues, office speech and laughter-free phrases are made of.
 CHATTER = (
-    "apple", "river", "paper", "window", "morning", "yellow", "garden", "table", "music", "little",
-    "number", "people", "water", "summer", "winter", "coffee", "letter", "station", "bottle", "orange",
-    "kitchen", "market", "pencil", "button", "silver", "basket", "doctor", "engine", "forest", "island",
-    "ladder", "mirror", "needle", "pocket", "rabbit", "sugar", "ticket", "valley", "wallet", "zebra",
-    "quickly", "slowly", "always", "never", "maybe", "today", "tomorrow", "yesterday", "together", "under",
-    "bring", "carry", "find", "open", "close", "listen", "answer", "travel", "remember", "follow",
+    "apple",
+    "river",
+    "paper",
+    "window",
+    "morning",
+    "yellow",
+    "garden",
+    "table",
+    "music",
+    "little",
+    "number",
+    "people",
+    "water",
+    "summer",
+    "winter",
+    "coffee",
+    "letter",
+    "station",
+    "bottle",
+    "orange",
+    "kitchen",
+    "market",
+    "pencil",
+    "button",
+    "silver",
+    "basket",
+    "doctor",
+    "engine",
+    "forest",
+    "island",
+    "ladder",
+    "mirror",
+    "needle",
+    "pocket",
+    "rabbit",
+    "sugar",
+    "ticket",
+    "valley",
+    "wallet",
+    "zebra",
+    "quickly",
+    "slowly",
+    "always",
+    "never",
+    "maybe",
+    "today",
+    "tomorrow",
+    "yesterday",
+    "together",
+    "under",
+    "bring",
+    "carry",
+    "find",
+    "open",
+    "close",
+    "listen",
+    "answer",
+    "travel",
+    "remember",
+    "follow",
 )
 #: language label -> (espeak voices that speak it, words for its phrases: numbers, days, common words)
 LANGUAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "de": (("de",), "eins zwei drei vier fünf sechs sieben acht neun zehn Montag Dienstag Mittwoch "
-                    "Donnerstag Freitag Samstag Sonntag Wasser Haus gut Morgen Nacht Freund Brot grün Stadt Fenster"),
-    "en": (("en-us", "en-gb"), "one two three four five six seven eight nine ten Monday Tuesday Wednesday "
-                               "Thursday Friday Saturday Sunday water house good morning night friend bread "
-                               "green city window"),
-    "es": (("es", "es-419"), "uno dos tres cuatro cinco seis siete ocho nueve diez lunes martes miércoles "
-                             "jueves viernes sábado domingo agua casa bueno mañana noche amigo pan verde "
-                             "ciudad ventana"),
-    "fr": (("fr-fr", "fr-be"), "un deux trois quatre cinq six sept huit neuf dix lundi mardi mercredi jeudi "
-                               "vendredi samedi dimanche eau maison bon matin nuit ami pain vert ville fenêtre"),
-    "it": (("it",), "uno due tre quattro cinque sei sette otto nove dieci lunedì martedì mercoledì giovedì "
-                    "venerdì sabato domenica acqua casa buono mattina notte amico pane verde città finestra"),
-    "nl": (("nl",), "een twee drie vier vijf zes zeven acht negen tien maandag dinsdag woensdag donderdag "
-                    "vrijdag zaterdag zondag water huis goed morgen nacht vriend brood groen stad raam"),
-    "pl": (("pl",), "jeden dwa trzy cztery pięć sześć siedem osiem dziewięć dziesięć poniedziałek wtorek "
-                    "środa czwartek piątek sobota niedziela woda dom dobry rano noc przyjaciel chleb "
-                    "zielony miasto okno"),
-    "pt": (("pt", "pt-br"), "um dois três quatro cinco seis sete oito nove dez segunda terça quarta quinta "
-                            "sexta sábado domingo água casa bom manhã noite amigo pão verde cidade janela"),
-    "ru": (("ru",), "один два три четыре пять шесть семь восемь девять десять понедельник вторник среда "
-                    "четверг пятница суббота воскресенье вода дом хороший утро ночь друг хлеб зелёный "
-                    "город окно"),
-    "tr": (("tr",), "bir iki üç dört beş altı yedi sekiz dokuz on pazartesi salı çarşamba perşembe cuma "
-                    "cumartesi pazar su ev iyi sabah gece arkadaş ekmek yeşil şehir pencere"),
+    "de": (
+        ("de",),
+        "eins zwei drei vier fünf sechs sieben acht neun zehn Montag Dienstag Mittwoch "
+        "Donnerstag Freitag Samstag Sonntag Wasser Haus gut Morgen Nacht Freund Brot grün Stadt Fenster",
+    ),
+    "en": (
+        ("en-us", "en-gb"),
+        "one two three four five six seven eight nine ten Monday Tuesday Wednesday "
+        "Thursday Friday Saturday Sunday water house good morning night friend bread "
+        "green city window",
+    ),
+    "es": (
+        ("es", "es-419"),
+        "uno dos tres cuatro cinco seis siete ocho nueve diez lunes martes miércoles "
+        "jueves viernes sábado domingo agua casa bueno mañana noche amigo pan verde "
+        "ciudad ventana",
+    ),
+    "fr": (
+        ("fr-fr", "fr-be"),
+        "un deux trois quatre cinq six sept huit neuf dix lundi mardi mercredi jeudi "
+        "vendredi samedi dimanche eau maison bon matin nuit ami pain vert ville fenêtre",
+    ),
+    "it": (
+        ("it",),
+        "uno due tre quattro cinque sei sette otto nove dieci lunedì martedì mercoledì giovedì "
+        "venerdì sabato domenica acqua casa buono mattina notte amico pane verde città finestra",
+    ),
+    "nl": (
+        ("nl",),
+        "een twee drie vier vijf zes zeven acht negen tien maandag dinsdag woensdag donderdag "
+        "vrijdag zaterdag zondag water huis goed morgen nacht vriend brood groen stad raam",
+    ),
+    "pl": (
+        ("pl",),
+        "jeden dwa trzy cztery pięć sześć siedem osiem dziewięć dziesięć poniedziałek wtorek "
+        "środa czwartek piątek sobota niedziela woda dom dobry rano noc przyjaciel chleb "
+        "zielony miasto okno",
+    ),
+    "pt": (
+        ("pt", "pt-br"),
+        "um dois três quatro cinco seis sete oito nove dez segunda terça quarta quinta "
+        "sexta sábado domingo água casa bom manhã noite amigo pão verde cidade janela",
+    ),
+    "ru": (
+        ("ru",),
+        "один два три четыре пять шесть семь восемь девять десять понедельник вторник среда "
+        "четверг пятница суббота воскресенье вода дом хороший утро ночь друг хлеб зелёный "
+        "город окно",
+    ),
+    "tr": (
+        ("tr",),
+        "bir iki üç dört beş altı yedi sekiz dokuz on pazartesi salı çarşamba perşembe cuma "
+        "cumartesi pazar su ev iyi sabah gece arkadaş ekmek yeşil şehir pencere",
+    ),
 }
 LAUGHS = ("ha ha ha", "ha ha", "hahaha", "ha ha ha ha", "he he he", "ho ho ho", "hee hee", "ha he ha")
 OFFICE_LABELS = ("doorslam", "keyboard", "keys", "knock", "laughter", "phone", "speech")
@@ -219,8 +323,16 @@ def _clip_counts(table: dict, size: str) -> dict[str, int]:
 
 def _scene_writer(root: Path, name: str, size: str, labels, seconds: float, description: str) -> TaskWriter:
     return TaskWriter(
-        root, name, size, embedding_type="scene", prediction_type="multiclass", split_mode="trainvaltest",
-        splits=list(SPLITS), evaluation=["top1_acc"], sample_duration=seconds, labels=list(labels),
+        root,
+        name,
+        size,
+        embedding_type="scene",
+        prediction_type="multiclass",
+        split_mode="trainvaltest",
+        splits=list(SPLITS),
+        evaluation=["top1_acc"],
+        sample_duration=seconds,
+        labels=list(labels),
         description=description,
     )
 
@@ -241,7 +353,11 @@ def build_spoken_words(root: Path, size: str, rng: np.random.Generator) -> TaskW
     counts = _clip_counts(WORD_CLIPS, size)
     labels = (*COMMAND_WORDS, SILENCE, UNKNOWN)
     writer = _scene_writer(
-        root, "spoken_words", size, labels, 1.0,
+        root,
+        "spoken_words",
+        size,
+        labels,
+        1.0,
         "Stands in for HEAR Speech Commands: a command word, another word or silence in 1 s, spoken by "
         "espeak-ng voices; valid and test voice variants are unseen in training.",
     )
@@ -285,7 +401,11 @@ def build_spoken_language(root: Path, size: str, rng: np.random.Generator) -> Ta
     seconds = 3.0
     samples = int(seconds * SAMPLE_RATE)
     writer = _scene_writer(
-        root, "spoken_language", size, labels, seconds,
+        root,
+        "spoken_language",
+        size,
+        labels,
+        seconds,
         "Stands in for HEAR VoxLingua107 top 10: the language (of 10) of a 3 s phrase spoken by espeak-ng; "
         "valid and test voice variants are unseen in training.",
     )
@@ -325,7 +445,11 @@ def build_speaker_count(root: Path, size: str, rng: np.random.Generator) -> Task
     seconds = 3.0
     samples = int(seconds * SAMPLE_RATE)
     writer = _scene_writer(
-        root, "speaker_count", size, labels, seconds,
+        root,
+        "speaker_count",
+        size,
+        labels,
+        seconds,
         "Stands in for HEAR LibriCount: how many espeak-ng voices (0-4) talk at once in 3 s of background "
         "noise; valid and test voice variants are unseen in training.",
     )
@@ -442,11 +566,18 @@ def build_office_events(root: Path, size: str, rng: np.random.Generator) -> Task
     counts = _clip_counts(OFFICE_CLIPS, size)
     seconds, samples = 10.0, 10 * SAMPLE_RATE
     writer = TaskWriter(
-        root, "office_events", size, embedding_type="event", prediction_type="multilabel",
-        split_mode="trainvaltest", splits=list(SPLITS), evaluation=["event_onset_200ms_fms", "segment_1s_er"],
-        sample_duration=seconds, labels=list(OFFICE_LABELS),
+        root,
+        "office_events",
+        size,
+        embedding_type="event",
+        prediction_type="multilabel",
+        split_mode="trainvaltest",
+        splits=list(SPLITS),
+        evaluation=["event_onset_200ms_fms", "segment_1s_er"],
+        sample_duration=seconds,
+        labels=list(OFFICE_LABELS),
         description="Stands in for HEAR DCASE 2016 task 2: office sound events (GM percussion and telephone, "
-                    "espeak-ng speech and laughter) at exact times in 10 s of background noise.",
+        "espeak-ng speech and laughter) at exact times in 10 s of background noise.",
     )
     voices = partition_voices(distinct_variants(), rng)
     instances = dict(zip(SPLITS, OFFICE_INSTANCES[size]))

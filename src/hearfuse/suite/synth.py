@@ -17,13 +17,14 @@ import numpy as np
 import soundfile
 
 from ..audio import resample
+from ..errors import UsageError
 
 SAMPLE_RATE = 16000
 SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2")
 _DEBIAN = "apt-get install -y --no-install-recommends fluidsynth fluid-soundfont-gm espeak-ng sox"
 
 
-class MissingProgramError(FileNotFoundError):
+class MissingProgramError(UsageError, FileNotFoundError):
     """A program or data file the suite needs is not installed."""
 
 
@@ -49,9 +50,29 @@ def render_midi(midi: mido.MidiFile) -> np.ndarray:
         midi_path, wav_path = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         midi.save(str(midi_path))
         subprocess.run(
-            [fluidsynth, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(SAMPLE_RATE), "-O", "float",
-             "-T", "wav", "-F", str(wav_path), str(soundfont()), str(midi_path)],
-            check=True, capture_output=True,
+            [
+                fluidsynth,
+                "-ni",
+                "-q",
+                "-R",
+                "0",
+                "-C",
+                "0",
+                "-g",
+                "0.6",
+                "-r",
+                str(SAMPLE_RATE),
+                "-O",
+                "float",
+                "-T",
+                "wav",
+                "-F",
+                str(wav_path),
+                str(soundfont()),
+                str(midi_path),
+            ],
+            check=True,
+            capture_output=True,
         )
         audio, rate = soundfile.read(str(wav_path), dtype="float32", always_2d=True)
     return resample(np.ascontiguousarray(audio.mean(axis=1)), rate, SAMPLE_RATE)
@@ -69,8 +90,16 @@ def note_midi(notes: list[tuple[int, int, int, float, float, int]], *, ticks_per
         if channel != 9 and programs.get(channel, program) != program:
             raise ValueError(f"channel {channel} is used with two programs")
         programs[channel] = program
-        events.append((round(start * seconds_to_ticks), 1, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
-        events.append((round(end * seconds_to_ticks), 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+        events.append(
+            (
+                round(start * seconds_to_ticks),
+                1,
+                mido.Message("note_on", channel=channel, note=pitch, velocity=velocity),
+            )
+        )
+        events.append(
+            (round(end * seconds_to_ticks), 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+        )
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("set_tempo", tempo=500_000, time=0))
     for channel, program in sorted(programs.items()):
@@ -95,7 +124,9 @@ def espeak_voices() -> tuple[str, ...]:
 @functools.cache
 def espeak_variants() -> tuple[str, ...]:
     """Voice variants (e.g. 'm3', 'f2', 'klatt'), combined with a language as 'en+f2'."""
-    listing = subprocess.run([require("espeak-ng"), "--voices=variant"], check=True, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        [require("espeak-ng"), "--voices=variant"], check=True, capture_output=True, text=True
+    ).stdout
     return tuple(line.split()[-1].split("/")[-1] for line in listing.splitlines()[1:] if line.split())
 
 
@@ -106,7 +137,8 @@ def speak(text: str, voice: str = "en", *, pitch: int = 50, speed: int = 160) ->
         wav_path = Path(tmp) / "speech.wav"
         subprocess.run(
             [espeak, "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav_path), text],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         audio, rate = soundfile.read(str(wav_path), dtype="float32", always_2d=True)
     return resample(np.ascontiguousarray(audio.mean(axis=1)), rate, SAMPLE_RATE)

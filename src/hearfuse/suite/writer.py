@@ -20,9 +20,22 @@ class TaskWriter:
     JSON files have sorted keys. Nothing appears under ``root`` until :meth:`finish`.
     """
 
-    def __init__(self, root: Path, name: str, size: str, *, embedding_type: str, prediction_type: str,
-                 split_mode: str, splits: list[str], evaluation: list[str], sample_duration: float,
-                 labels: list[str], evaluation_params: dict | None = None, description: str = ""):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        size: str,
+        *,
+        embedding_type: str,
+        prediction_type: str,
+        split_mode: str,
+        splits: list[str],
+        evaluation: list[str],
+        sample_duration: float,
+        labels: list[str],
+        evaluation_params: dict | None = None,
+        description: str = "",
+    ):
         self.directory = Path(root) / f"{name}-v1-{size}"
         self.partial = Path(root) / f".{name}-v1-{size}.partial"
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -48,7 +61,7 @@ class TaskWriter:
         """Add a clip: ``labels`` is a list of labels (scene) or of {label, start, end} in ms (event)."""
         if file_name in self.splits[split]:
             raise ValueError(f"{file_name} added twice to {split}")
-        unknown = {str(l["label"] if isinstance(l, dict) else l) for l in labels} - set(self.labels)
+        unknown = {str(x["label"] if isinstance(x, dict) else x) for x in labels} - set(self.labels)
         if unknown:
             raise ValueError(f"{file_name}: labels {sorted(unknown)} are not in the vocabulary")
         path = self.partial / str(SAMPLE_RATE) / split / file_name

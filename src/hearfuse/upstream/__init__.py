@@ -7,13 +7,14 @@ data2vec_audio, crepe). A new family registers itself with
 """
 
 from . import crepe, data2vec_audio, hubert, wav2vec2, wavlm  # noqa: F401  (registration)
-from .base import CheckpointInfo, Family, StateVisitor, Upstream, families, get_family, register_family
+from .base import CheckpointInfo, Family, Option, StateVisitor, Upstream, families, get_family, register_family
 from .transformer import TransformerUpstream, transformer_family
 from .weights import WeightsNotFoundError, download, is_cached, is_offline, load_pretrained
 
 __all__ = [
     "CheckpointInfo",
     "Family",
+    "Option",
     "StateVisitor",
     "TransformerUpstream",
     "Upstream",

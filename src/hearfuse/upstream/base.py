@@ -9,6 +9,7 @@ not grow with depth.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -81,6 +82,41 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One option a family's ``build`` accepts: its type and range, checked when a config is loaded."""
+
+    kind: type  # int, float (an int is accepted), bool or str
+    minimum: float | None = None
+    above_minimum: bool = False  # the minimum itself is excluded
+    maximum: float | None = None
+    nullable: bool = False
+    #: Changes speed or memory, never the embeddings: left out of config fingerprints, so changing
+    #: it does not make cached embeddings or results stale.
+    performance_only: bool = False
+
+    def problem(self, value) -> str | None:
+        """What is wrong with ``value``, in words; None when it is fine."""
+        if value is None:
+            return None if self.nullable else "must be given"
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        elif self.kind in (int, float):  # True is an int to Python, never to a config
+            ok = isinstance(value, int if self.kind is int else (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, self.kind)
+        if not ok:
+            expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+            return f"must be {expected.get(self.kind, self.kind.__name__)}, got {value!r}"
+        if self.kind in (int, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.minimum is not None and (value <= self.minimum if self.above_minimum else value < self.minimum):
+            return f"must be {'>' if self.above_minimum else '>='} {self.minimum:g}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum:g}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
 class Family:
     """A registry entry: how to build an :class:`Upstream` from a checkpoint reference.
 
@@ -93,9 +129,12 @@ class Family:
     is_available: Callable[[str], bool]
     checkpoints: Mapping[str, CheckpointInfo] = field(default_factory=dict)
     description: str = ""
-    #: Options that change speed or memory but never the embeddings (left out of config fingerprints,
-    #: so changing them does not make cached embeddings or results stale).
-    performance_options: frozenset[str] = frozenset()
+    #: The options ``build`` accepts, by name; configs are checked against them when loaded.
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+    @property
+    def performance_options(self) -> frozenset[str]:
+        return frozenset(name for name, option in self.options.items() if option.performance_only)
 
 
 _FAMILIES: dict[str, Family] = {}

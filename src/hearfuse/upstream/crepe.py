@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CheckpointInfo, Family, StateVisitor, Upstream, centered_frame_count, register_family
+from .base import CheckpointInfo, Family, Option, StateVisitor, Upstream, centered_frame_count, register_family
 from .weights import WeightsNotFoundError
 
 FRAME_SAMPLES = 1024
@@ -218,10 +218,15 @@ def _build(checkpoint: str = "full", **options) -> CrepeUpstream:
 def _capacity_of(path: Path) -> str:
     import h5py
 
-    with h5py.File(path, "r") as weights:
-        group = weights["conv1"]
-        (inner,) = group.keys()
-        filters = group[inner]["bias:0"].shape[0]
+    try:
+        with h5py.File(path, "r") as weights:
+            group = weights["conv1"]
+            (inner,) = group.keys()
+            filters = group[inner]["bias:0"].shape[0]
+    except (OSError, KeyError, ValueError) as error:
+        raise WeightsNotFoundError(
+            f"CREPE checkpoint {path} is not a Keras HDF5 file of CREPE weights ({error})"
+        ) from None
     for capacity, multiplier in CAPACITIES.items():
         if multiplier * _BASE_FILTERS[0] == filters:
             return capacity
@@ -242,6 +247,11 @@ CREPE = register_family(
         is_available=_is_available,
         checkpoints={c: CheckpointInfo(embedding_dim(c), 1, f"CREPE {c}") for c in CAPACITIES},
         description="CREPE pitch tracker, pool-5 embedding",
-        performance_options=frozenset({"frame_batch"}),
+        options={
+            "hop_ms": Option(float, minimum=0, above_minimum=True),
+            "scene_hop_ms": Option(float, minimum=0, above_minimum=True, nullable=True),
+            "first_center_ms": Option(float, minimum=0),
+            "frame_batch": Option(int, minimum=1, performance_only=True),
+        },
     )
 )

@@ -129,4 +129,3 @@ def transformer_family(
     return register_family(
         Family(name=name, build=build, is_available=is_cached, checkpoints=dict(checkpoints), description=description)
     )
-

@@ -17,12 +17,14 @@ from typing import TypeVar
 
 from transformers import PreTrainedModel
 
+from ..errors import UsageError
+
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UsageError, FileNotFoundError):
     """The weights of a checkpoint are not available here."""
 
 

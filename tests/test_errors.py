@@ -1,0 +1,123 @@
+"""The error policy through the real command line, in a subprocess: a user's mistake is one line on
+stderr naming the thing, exit status 2, and never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+CREPE = '[[members]]\nname = "crepe"\nfamily = "crepe"\ncheckpoint = "tiny"\n'
+
+
+def run(*args: str, cwd: Path, user: int | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hearfuse", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=(lambda: os.setuid(user)) if user is not None else None,
+    )
+
+
+def assert_usage_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    sf.write(tmp_path / "clip.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    return tmp_path
+
+
+def config(workdir: Path, text: str, name: str = "mine.toml") -> str:
+    (workdir / name).write_text(text)
+    return name
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('interleave = "false"\n' + CREPE, ["mine.toml", "interleave must be true or false"]),
+        ("scene_groups = 2.5\n" + CREPE, ["mine.toml", "scene_groups must be an integer"]),
+        ('scene_groups = "2"\n' + CREPE, ["scene_groups must be an integer"]),
+        ('feature_dim = "128"\n' + CREPE, ["feature_dim must be an integer"]),
+        ('members = "crepe"\n', ["members: must be a non-empty list"]),
+        ("window_seconds = 1e308\n" + CREPE, ["window_seconds must be <= 86400"]),
+        (CREPE + 'options = { hop_ms = "50" }\n', ["members[0].options: hop_ms must be a number"]),
+        (CREPE + "options = { hop = 50 }\n", ["unknown option(s) ['hop']"]),
+        ("window_seconds = 0.05\nwindow_context_seconds = 0.0\n" + CREPE, ["window_seconds 0.05 is too short"]),
+        ("members = [\n", ["not valid TOML"]),
+    ],
+)
+def test_config_mistakes(workdir, text, words):
+    name = config(workdir, text)
+    assert_usage_error(run("embed", "clip.wav", "-m", name, "--out", "out", "-q", cwd=workdir), *words)
+
+
+def test_a_crepe_checkpoint_that_is_not_hdf5(workdir):
+    (workdir / "weights.h5").write_text("not weights")
+    name = config(workdir, CREPE.replace('"tiny"', f'"{workdir / "weights.h5"}"'))
+    assert_usage_error(run("embed", "clip.wav", "-m", name, "--out", "out", "-q", cwd=workdir), "not a Keras HDF5")
+
+
+def test_out_that_is_a_file_or_below_one(workdir):
+    (workdir / "taken").write_text("x")
+    assert_usage_error(
+        run("embed", "clip.wav", "-m", "crepe", "--out", "taken", cwd=workdir), "--out taken", "is a file"
+    )
+    assert_usage_error(
+        run("embed", "clip.wav", "-m", "crepe", "--out", "taken/sub", cwd=workdir), "lies below", "which is a file"
+    )
+    assert_usage_error(
+        run("evaluate", "-m", "crepe", "--tasks", ".", "--results", "taken", cwd=workdir), "--results taken"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the command as another user")
+def test_out_that_is_not_writable(workdir):
+    locked = workdir / "locked"
+    locked.mkdir(mode=0o555)
+    os.chmod(workdir, 0o755)
+    os.chmod(workdir / "clip.wav", 0o644)
+    try:
+        result = run("embed", "clip.wav", "-m", "crepe", "--out", "locked", cwd=workdir, user=65534)
+    except PermissionError as error:  # e.g. Python under /root, which other users cannot enter
+        pytest.skip(f"an unprivileged user cannot run this Python: {error}")
+    if "Traceback" in result.stderr and "PermissionError" in result.stderr and "hearfuse" not in result.stderr:
+        pytest.skip(f"an unprivileged user cannot import the environment: {result.stderr[-200:]}")
+    assert_usage_error(result, "--out locked", "cannot write there")
+
+
+@pytest.mark.parametrize(
+    "device, words",
+    [("bogus", ["--device 'bogus'", "expected a torch device"]), ("cuda", ["--device cuda", "no CUDA device"])],
+)
+def test_devices(workdir, device, words):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_usage_error(run("embed", "clip.wav", "-m", "crepe", "--out", "out", "--device", device, cwd=workdir), *words)
+
+
+def test_an_empty_shard(workdir):
+    assert_usage_error(run("embed", "clip.wav", "-m", "crepe", "--out", "out", "--shard", "", cwd=workdir), "shard")
+
+
+def test_out_where_even_root_cannot_write(workdir):
+    """sysfs refuses new folders to everyone, root included: the same one-line error as a read-only folder."""
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys here")
+    result = run("embed", "clip.wav", "-m", "crepe", "--out", "/sys/hearfuse-out", cwd=workdir)
+    assert_usage_error(result, "--out /sys/hearfuse-out", "cannot write there")
