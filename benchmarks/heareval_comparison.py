@@ -41,14 +41,14 @@ def kit_scores(module_dir: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def our_scores(results_dir: Path) -> dict[str, dict[str, list[float]]]:
+def our_scores(results_dir: Path) -> dict[str, dict]:
+    """task -> metric -> test score per fold (and the grid points), from hearfuse result files."""
     out = {}
     for path in sorted(results_dir.glob("*/*.json")):
         data = json.loads(path.read_text())
         if data.get("status") == "ok":
-            out[data["task"]] = {
-                m: [float("nan") if v is None else v for v in s["folds"]] for m, s in data["test"].items()
-            }
+            scores = {m: [float("nan") if v is None else v for v in s["folds"]] for m, s in data["test"].items()}
+            out[data["task"]] = {**scores, "grid_points": data["protocol"]["grid_points"]}
     return out
 
 
@@ -63,20 +63,24 @@ def _summary(runs: list[list[float]]) -> tuple[float, float | None, str]:
 
 
 def compare(kit_dirs: list[Path], our_dirs: list[Path]) -> list[dict]:
+    """Every task scored on both sides, by each side's runs (seeds) that hold it."""
     kit = [kit_scores(d) for d in kit_dirs]
     ours = [our_scores(d) for d in our_dirs]
     rows = []
-    for task in sorted(set.intersection(*(set(k) for k in kit), *(set(o) for o in ours))):
-        for metric in kit[0][task]:
-            kit_mean, kit_spread, kit_basis = _summary([k[task][metric] for k in kit])
-            our_mean, our_spread, our_basis = _summary([o[task][metric] for o in ours])
+    for task in sorted(set().union(*kit) & set().union(*ours)):
+        kit_runs = [k[task] for k in kit if task in k]
+        our_runs = [o[task] for o in ours if task in o]
+        for metric in kit_runs[0]:
+            kit_mean, kit_spread, kit_basis = _summary([k[metric] for k in kit_runs])
+            our_mean, our_spread, our_basis = _summary([o[metric] for o in our_runs])
             spread = (kit_spread or 0.0) + (our_spread or 0.0)
             rows.append(
                 {
                     "task": task,
                     "metric": metric,
-                    "kit": [k[task][metric] for k in kit],
-                    "ours": [o[task][metric] for o in ours],
+                    "grid_points": our_runs[0]["grid_points"],
+                    "kit": [k[metric] for k in kit_runs],
+                    "ours": [o[metric] for o in our_runs],
                     "kit_mean": kit_mean,
                     "kit_spread": kit_spread,
                     "kit_basis": kit_basis,
@@ -95,14 +99,15 @@ def markdown(rows: list[dict]) -> str:
         return f"{100 * mean:.1f}" + (f" ± {100 * spread:.1f}" if spread is not None else "")
 
     lines = [
-        "| task | metric | heareval 2021.1.3 | hearfuse --embeddings | difference | within spread |",
-        "|---|---|---:|---:|---:|:---:|",
+        "| task | metric | grid points | heareval 2021.1.3 | hearfuse --embeddings | difference | within spread |",
+        "|---|---|---:|---:|---:|---:|:---:|",
     ]
     for r in rows:
         within = {True: "yes", False: "**no**", None: "–"}[r["within_spread"]]
         lines.append(
-            f"| {r['task']} | {r['metric']} | {cell(r['kit_mean'], r['kit_spread'])} ({r['kit_basis']}) | "
-            f"{cell(r['ours_mean'], r['ours_spread'])} ({r['ours_basis']}) | {100 * r['difference']:+.1f} | {within} |"
+            f"| {r['task']} | {r['metric']} | {r['grid_points']} | {cell(r['kit_mean'], r['kit_spread'])} "
+            f"({r['kit_basis']}) | {cell(r['ours_mean'], r['ours_spread'])} ({r['ours_basis']}) | "
+            f"{100 * r['difference']:+.1f} | {within} |"
         )
     return "\n".join(lines) + "\n"
 
