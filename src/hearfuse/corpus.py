@@ -243,7 +243,9 @@ class Manifest:
             self._handle = None
 
 
-def _is_done(record: dict | None, item: InputFile, stat: os.stat_result, fingerprint: str, kinds, out_dir) -> bool:
+def _is_done(record: dict | None, stat: os.stat_result, fingerprint: str, kinds: Sequence[str], out_dir: Path) -> bool:
+    """Whether a manifest record shows this source (same size and mtime) already embedded, by the same
+    config, for every kind asked for, with its output still there."""
     return (
         record is not None
         and record.get("status") == "ok"
@@ -395,7 +397,7 @@ def embed_files(
         if shard is not None and not in_shard(item.relative, shard):
             continue
         stat = run.stats[item] = item.path.stat()
-        if _is_done(previous.get(str(item.relative)), item, stat, fingerprint, kinds, out_dir):
+        if _is_done(previous.get(str(item.relative)), stat, fingerprint, kinds, out_dir):
             run.summary.skipped += 1
             continue
         try:
