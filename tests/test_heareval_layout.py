@@ -136,3 +136,7 @@ def test_cli_scores_a_layout(both, tmp_path, capsys):
     assert code == 0 and "hearfuse.presets.crepe_tiny" in capsys.readouterr().out
     assert main(["evaluate", "--embeddings", str(module), "--tasks", str(tmp_path)]) == 2
     assert "either --model and --tasks" in capsys.readouterr().err
+    assert main(["evaluate", "--tasks", str(tmp_path)]) == 2  # no model named
+    assert "missing --model" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "crepe"]) == 2
+    assert "missing --tasks" in capsys.readouterr().err

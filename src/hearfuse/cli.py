@@ -161,8 +161,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if bool(args.embeddings) == bool(args.model or args.tasks):
         raise UsageError("give either --model and --tasks (embed here) or --embeddings DIR (heareval's embeddings)")
-    if args.model and not args.tasks:
-        raise UsageError("--model needs --tasks: the folder of task directories to evaluate on")
+    if not args.embeddings and not (args.model and args.tasks):
+        missing = "--tasks (the folder of task directories)" if args.model else "--model (a preset or config)"
+        raise UsageError(f"embedding here needs both --model and --tasks; missing {missing}")
     logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
     results_dir = _writable_folder("--results", args.results)
     settings = EvaluationSettings(
