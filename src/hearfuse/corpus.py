@@ -297,6 +297,7 @@ class _Run:
     """One ``embed_files`` run: where outputs go, what is embedded, and its manifest and summary."""
 
     model: FusionModel
+    fingerprint: str  # the model config's, computed once per run
     out_dir: Path
     kinds: tuple[str, ...]
     manifest: Manifest
@@ -315,7 +316,7 @@ class _Run:
                 "sample_rate": info.sample_rate if info else None,
                 "channels": info.channels if info else None,
                 "model": self.model.config.name,
-                "config_fingerprint": self.model.config.fingerprint(),
+                "config_fingerprint": self.fingerprint,
                 "kinds": sorted(self.kinds),
                 "output": str(item.output) if status == "ok" else None,
                 "status": status,
@@ -388,7 +389,7 @@ def embed_files(
     (out_dir / f"config-{fingerprint}.json").write_text(json.dumps(model.config.to_dict(), indent=2))
     discovery = discover(inputs)
     previous = Manifest.load(out_dir)
-    run = _Run(model, out_dir, tuple(kinds), Manifest(out_dir, shard))
+    run = _Run(model, fingerprint, out_dir, tuple(kinds), Manifest(out_dir, shard))
     for entry in discovery.unusable:  # reported, never silently dropped
         if shard is None or in_shard(entry.relative, shard):
             run.record(InputFile(Path(entry.source), entry.relative), entry.status, error=entry.reason)
