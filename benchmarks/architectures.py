@@ -24,7 +24,7 @@ from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrained
 from hearfuse import presets
 from hearfuse.model import FusionModel
 from hearfuse.upstream import TransformerUpstream, Upstream, get_family
-from hearfuse.upstream.crepe import CrepeNet, CrepeUpstream
+from hearfuse.upstream.crepe_net import CrepeNet, CrepeUpstream
 
 _CREPE = get_family("crepe")
 

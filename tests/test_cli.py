@@ -101,6 +101,21 @@ def test_help_answers_without_importing_torch():
     assert DEFAULT_PRESET_NAME == presets.DEFAULT_PRESET
 
 
+def test_models_and_config_checks_answer_without_importing_torch_or_transformers():
+    """The registry is plain data: listing presets and loading a config never pay for torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io; from hearfuse.cli import main; from hearfuse.config import FusionConfig\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out: main(['models', '--json'])\n"
+        "FusionConfig.from_dict({'members': [{'name': 'c', 'family': 'crepe', 'checkpoint': 'tiny'}]})\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules), len(out.getvalue()) > 100)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] True"
+
+
 def test_the_package_exports_lazily():
     import hearfuse
 

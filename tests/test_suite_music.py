@@ -125,7 +125,8 @@ def test_gm_pitch_instruments_of_valid_and_test_are_unseen_in_training(built):
 
 def test_gm_pitch_labels_are_the_pitch_crepe_hears(built):
     torch = pytest.importorskip("torch")
-    from hearfuse.upstream.crepe import CrepeNet, normalize_frames, packaged_weights
+    from hearfuse.upstream.crepe import packaged_weights
+    from hearfuse.upstream.crepe_net import CrepeNet, normalize_frames
     from hearfuse.upstream.weights import WeightsNotFoundError
 
     try:

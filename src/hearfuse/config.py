@@ -14,13 +14,15 @@ import json
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from .errors import ConfigError
 from .fusion.aggregation import LayerAggregation
-from .fusion.combination import CombineMode
 from .fusion.windowing import Windowing
-from .upstream.base import Option
+from .upstream.registry import Option
+
+if TYPE_CHECKING:
+    from .fusion.combination import CombineMode
 
 Normalize = Literal["none", "checkpoint", "always"]
 TimeAlignment = Literal["stretch", "timestamps"]

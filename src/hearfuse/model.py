@@ -17,8 +17,8 @@ from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
 from .fusion.pooling import pool, pooling_weights
 from .fusion.windowing import Windowing, window_plan, windowed_aggregate, windowed_pieces
-from .upstream import Upstream, get_family
-from .upstream.base import module_device
+from .upstream import get_family
+from .upstream.base import Upstream, module_device
 
 
 @dataclass

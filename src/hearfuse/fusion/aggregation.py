@@ -16,11 +16,12 @@ as soon as the highest needed state has been seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
-from torch import Tensor
+if TYPE_CHECKING:  # configs use this module without torch
+    from torch import Tensor
 
-from ..upstream.base import Upstream
+    from ..upstream.base import Upstream
 
 AggregationMode = Literal["last", "mean", "layers", "weights"]
 

@@ -11,13 +11,14 @@ exactly the frames of a full-context pass, and peak activation memory is that of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-from torch import Tensor
-
-from ..upstream.base import Upstream
 from .aggregation import LayerAggregation, aggregate
+
+if TYPE_CHECKING:  # configs use Windowing without torch
+    from torch import Tensor
+
+    from ..upstream.base import Upstream
 
 
 @dataclass(frozen=True)
@@ -90,5 +91,7 @@ def windowed_aggregate(
     scene: bool = False,
 ) -> Tensor:
     """:func:`aggregate` over the whole clip, windowed when it is longer than a window."""
+    import torch
+
     pieces = list(windowed_pieces(upstream, audio, aggregation, windowing, scene=scene))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)

@@ -1,15 +1,27 @@
 """Upstream models: one module per family, all behind :class:`~hearfuse.upstream.base.Upstream`.
 
 Importing this package registers the built-in families (wav2vec2, hubert, wavlm,
-data2vec_audio, crepe). A new family registers itself with
-:func:`~hearfuse.upstream.base.register_family` (or ``transformer_family`` for a
+data2vec_audio, crepe) without importing torch or transformers: the registry entries are
+plain data, and a family's network is imported when one of its checkpoints is built. A new
+family registers itself with :func:`register_family` (or :func:`transformer_family` for a
 `transformers` SSL model) and is then usable by name in any fusion config.
 """
 
+from importlib import import_module
+
 from . import crepe, data2vec_audio, hubert, wav2vec2, wavlm  # noqa: F401  (registration)
-from .base import CheckpointInfo, Family, Option, StateVisitor, Upstream, families, get_family, register_family
-from .transformer import TransformerUpstream, transformer_family
+from .registry import CheckpointInfo, Family, Option, families, get_family, register_family, transformer_family
 from .weights import WeightsNotFoundError, download, is_cached, is_offline, load_pretrained
+
+#: Names that need torch, imported on first use.
+_RUNTIME = {"StateVisitor": "base", "Upstream": "base", "TransformerUpstream": "transformer"}
+
+
+def __getattr__(name: str):
+    if name in _RUNTIME:
+        return getattr(import_module(f".{_RUNTIME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointInfo",

@@ -1,13 +1,10 @@
 """HuBERT (Hsu et al., 2021): masked prediction of offline cluster targets."""
 
-from transformers import HubertModel
-
-from .base import CheckpointInfo
-from .transformer import transformer_family
+from .registry import CheckpointInfo, transformer_family
 
 HUBERT = transformer_family(
     "hubert",
-    HubertModel,
+    "HubertModel",
     {
         "facebook/hubert-base-ls960": CheckpointInfo(768, 13, "Base, LibriSpeech 960 h"),
         "facebook/hubert-large-ll60k": CheckpointInfo(1024, 25, "Large, Libri-Light 60k h"),

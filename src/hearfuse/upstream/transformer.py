@@ -5,22 +5,22 @@ All of these share one shape: a strided convolutional front end (25 ms receptive
 hidden states are the input of every block plus the final output, which is exactly what
 ``output_hidden_states=True`` returns (L + 1 states), but they are streamed through forward
 pre-hooks instead of being kept, so averaging 49 layers of HuBERT xLarge costs one layer
-of memory. A family module only has to name its model class and checkpoints.
+of memory. A family module only has to name its model class and checkpoints
+(:func:`hearfuse.upstream.registry.transformer_family`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from .base import CheckpointInfo, Family, StateVisitor, Upstream, register_family
-from .weights import is_cached, load_pretrained
+from .base import StateVisitor, Upstream
+from .weights import load_pretrained
 
 
 class _StopForward(Exception):
@@ -112,20 +112,7 @@ class TransformerUpstream(Upstream):
                 hook.remove()
 
 
-def transformer_family(
-    name: str,
-    model_class: type[PreTrainedModel],
-    checkpoints: Mapping[str, CheckpointInfo],
-    description: str,
-) -> Family:
-    """Register a `transformers` SSL family: this is all a new family module needs to call."""
-
-    def build(checkpoint: str, **options) -> TransformerUpstream:
-        if options:
-            raise ValueError(f"family {name!r} takes no options, got {sorted(options)}")
-        model = load_pretrained(model_class, checkpoint)
-        return TransformerUpstream(model, expects_normalized_waveform=_checkpoint_normalizes(model, checkpoint))
-
-    return register_family(
-        Family(name=name, build=build, is_available=is_cached, checkpoints=dict(checkpoints), description=description)
-    )
+def build_transformer(model_class: type[PreTrainedModel], checkpoint: str) -> TransformerUpstream:
+    """Load ``checkpoint`` as ``model_class`` (see :mod:`hearfuse.upstream.weights`) and wrap it."""
+    model = load_pretrained(model_class, checkpoint)
+    return TransformerUpstream(model, expects_normalized_waveform=_checkpoint_normalizes(model, checkpoint))

@@ -1,13 +1,10 @@
 """WavLM (Chen et al., 2022): masked prediction with denoising and gated relative position bias."""
 
-from transformers import WavLMModel
-
-from .base import CheckpointInfo
-from .transformer import transformer_family
+from .registry import CheckpointInfo, transformer_family
 
 WAVLM = transformer_family(
     "wavlm",
-    WavLMModel,
+    "WavLMModel",
     {
         "microsoft/wavlm-base": CheckpointInfo(768, 13, "Base, LibriSpeech 960 h"),
         "microsoft/wavlm-base-plus": CheckpointInfo(768, 13, "Base+, 94k h"),

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
-
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import UsageError
 
-ModelT = TypeVar("ModelT", bound=PreTrainedModel)
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+ModelT = TypeVar("ModelT", bound="PreTrainedModel")
 
 _TRUTHY = {"1", "true", "yes", "on"}
 

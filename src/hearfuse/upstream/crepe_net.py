@@ -1,0 +1,171 @@
+"""CREPE's network and its :class:`~hearfuse.upstream.base.Upstream` (the registry entry is
+:mod:`hearfuse.upstream.crepe`).
+
+The network is written with ``Conv1d`` on ``(frames, channels, time)`` tensors. The Keras
+model (and torchcrepe) express the same maths as ``(k, 1)`` ``Conv2d``, which is about 3x
+slower on CPU. On an H200 under bf16 this form ran at 110 TFLOP/s (``benchmarks.member_profile``);
+a height-1 ``Conv2d`` in channels-last memory measured 4 % slower there, so there is one
+form for every device. It is an ``nn.Module`` like any other: ``.to(device)`` moves it,
+many clips' frames run in one batch, and it runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import StateVisitor, Upstream, centered_frame_count
+from .crepe import BASE_FILTERS, CAPACITIES, embedding_dim
+
+FRAME_SAMPLES = 1024
+SAMPLE_RATE = 16000
+PITCH_BINS = 360
+_BN_EPS = 0.001  # Keras' BatchNormalization default, as the weights were trained with
+
+
+class CrepeNet(nn.Module):
+    """CREPE's convolutional network on 1024-sample frames."""
+
+    def __init__(self, capacity: str = "full"):
+        super().__init__()
+        if capacity not in CAPACITIES:
+            raise ValueError(f"unknown CREPE capacity {capacity!r}; choose one of {list(CAPACITIES)}")
+        self.capacity = capacity
+        filters = [CAPACITIES[capacity] * base for base in BASE_FILTERS]
+        in_channels = [1] + filters[:-1]
+        kernels = [512] + [64] * 5
+        strides = [4] + [1] * 5
+        self.convs = nn.ModuleList(
+            nn.Conv1d(i, o, k, stride=s) for i, o, k, s in zip(in_channels, filters, kernels, strides)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(o, eps=_BN_EPS) for o in filters)
+        self.classifier = nn.Linear(filters[-1] * 4, PITCH_BINS)
+        self.eval()
+
+    @staticmethod
+    def _same_padding(length: int, kernel: int, stride: int) -> tuple[int, int]:
+        """Keras 'same' padding: the odd sample goes to the right."""
+        total = max((-(-length // stride) - 1) * stride + kernel - length, 0)
+        return total // 2, total - total // 2
+
+    def _block(self, x: Tensor, index: int) -> Tensor:
+        conv = self.convs[index]
+        x = F.pad(x, self._same_padding(x.shape[-1], conv.kernel_size[0], conv.stride[0]))
+        x = self.norms[index](F.relu(conv(x)))
+        return F.max_pool1d(x, 2, 2)
+
+    def embed(self, frames: Tensor) -> Tensor:
+        """Pool-5 output flattened channel-major, ``(batch, channels * 8)``, as torchcrepe.embed."""
+        x = frames[:, None, :]
+        for index in range(5):
+            x = self._block(x, index)
+        return x.flatten(1)
+
+    def salience(self, frames: Tensor) -> Tensor:
+        """Pitch-bin activations ``(batch, 360)`` (sigmoid), 20-cent bins from 1997.38 cents."""
+        x = frames[:, None, :]
+        for index in range(6):
+            x = self._block(x, index)
+        return torch.sigmoid(self.classifier(x.transpose(1, 2).flatten(1)))
+
+    def load_keras_weights(self, path: str | Path) -> "CrepeNet":
+        """Copy weights from the original Keras HDF5 file."""
+        import h5py
+
+        with h5py.File(path, "r") as weights:
+
+            def tensor(layer: str, name: str) -> Tensor:
+                group = weights[layer]
+                (inner,) = group.keys()
+                return torch.from_numpy(group[inner][f"{name}:0"][()])
+
+            with torch.no_grad():
+                for index, (conv, norm) in enumerate(zip(self.convs, self.norms), start=1):
+                    conv.weight.copy_(tensor(f"conv{index}", "kernel").permute(2, 1, 0))
+                    conv.bias.copy_(tensor(f"conv{index}", "bias"))
+                    norm.weight.copy_(tensor(f"conv{index}-BN", "gamma"))
+                    norm.bias.copy_(tensor(f"conv{index}-BN", "beta"))
+                    norm.running_mean.copy_(tensor(f"conv{index}-BN", "moving_mean"))
+                    norm.running_var.copy_(tensor(f"conv{index}-BN", "moving_variance"))
+                self.classifier.weight.copy_(tensor("classifier", "kernel").T)
+                self.classifier.bias.copy_(tensor("classifier", "bias"))
+        return self
+
+
+def normalize_frames(frames: Tensor) -> Tensor:
+    """Per-frame zero mean and unit (unbiased) standard deviation, as torchcrepe and the paper's code."""
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    return frames / frames.std(dim=-1, keepdim=True).clamp_min(1e-10)
+
+
+class CrepeUpstream(Upstream):
+    """CREPE frames of 1024 samples centred at ``first_center + j * hop`` (zero-padded at the edges).
+
+    With ``first_center_ms=0`` this is torchcrepe's ``pad=True`` framing: ``1 + n // hop`` frames.
+    ``scene_hop_ms`` lets scene embeddings use a coarser hop, as the paper's code does (250 ms).
+    """
+
+    context_dependent = False
+    num_states = 1
+    receptive_field = FRAME_SAMPLES
+
+    def __init__(
+        self,
+        net: CrepeNet,
+        *,
+        hop_ms: float = 50.0,
+        scene_hop_ms: float | None = None,
+        first_center_ms: float = 0.0,
+        frame_batch: int = 512,
+    ):
+        super().__init__()
+        self.net = net.eval()
+        self.feature_dim = embedding_dim(net.capacity)
+        self.hop_samples = self._samples(hop_ms, "hop_ms")
+        self.scene_hop_samples = self._samples(scene_hop_ms if scene_hop_ms is not None else hop_ms, "scene_hop_ms")
+        self.first_center = round(first_center_ms * SAMPLE_RATE / 1000)
+        if self.first_center < 0:
+            raise ValueError("first_center_ms must be >= 0")
+        if frame_batch < 1:
+            raise ValueError("frame_batch must be >= 1")
+        self.frame_batch = frame_batch
+
+    @staticmethod
+    def _samples(ms: float, name: str) -> int:
+        samples = round(ms * SAMPLE_RATE / 1000)
+        if samples < 1 or abs(samples - ms * SAMPLE_RATE / 1000) > 1e-6:
+            raise ValueError(f"{name}={ms} must be a positive whole number of samples at 16 kHz (1/16 ms)")
+        return samples
+
+    def train(self, mode: bool = True) -> "CrepeUpstream":
+        return super().train(False)  # BatchNorm must keep its running statistics
+
+    def frame_hop_samples(self, *, scene: bool = False) -> int:
+        return self.scene_hop_samples if scene else self.hop_samples
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        hop = self.frame_hop_samples(scene=scene)
+        count = centered_frame_count(num_samples, hop, self.first_center)
+        return (self.first_center + torch.arange(count, dtype=torch.float64) * hop) * 1000 / SAMPLE_RATE
+
+    def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
+        visit(0, self.embed(audio, hop=self.frame_hop_samples(scene=scene)))
+
+    def embed(self, audio: Tensor, *, hop: int) -> Tensor:
+        """Pool-5 embeddings ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time."""
+        n_sounds, num_samples = audio.shape
+        count = centered_frame_count(num_samples, hop, self.first_center)
+        half = FRAME_SAMPLES // 2
+        # Pad so that every frame centre up to the clip end has a full window; frames are views.
+        padded = F.pad(audio.float(), (half, half + max(0, self.first_center - num_samples)))
+        frames = padded[:, self.first_center :].unfold(-1, FRAME_SAMPLES, hop)[:, :count]
+        step = max(1, self.frame_batch // n_sounds)  # frames per clip in one network call
+        outputs = []
+        for start in range(0, count, step):
+            chunk = frames[:, start : start + step]
+            flat = normalize_frames(chunk.reshape(-1, FRAME_SAMPLES))
+            outputs.append(self.net.embed(flat).float().reshape(n_sounds, chunk.shape[1], -1))
+        return torch.cat(outputs, dim=1)

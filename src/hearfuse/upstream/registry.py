@@ -1,0 +1,134 @@
+"""The family registry: what each model family is, its checkpoints and options, without loading it.
+
+Kept apart from :mod:`hearfuse.upstream.base` (the runtime protocol) and free of torch and
+transformers, so that listing presets, checking a config and answering ``hearfuse models``
+take a fraction of a second: a family's ``build`` imports the heavy code when it is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .base import Upstream
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What is known about a published checkpoint without loading it."""
+
+    feature_dim: int
+    num_states: int
+    description: str = ""
+    hop_ms: float = 20.0
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a family's ``build`` accepts: its type and range, checked when a config is loaded."""
+
+    kind: type  # int, float (an int is accepted), bool or str
+    minimum: float | None = None
+    above_minimum: bool = False  # the minimum itself is excluded
+    maximum: float | None = None
+    nullable: bool = False
+    #: Changes speed or memory, never the embeddings: left out of config fingerprints, so changing
+    #: it does not make cached embeddings or results stale.
+    performance_only: bool = False
+
+    def problem(self, value) -> str | None:
+        """What is wrong with ``value``, in words; None when it is fine."""
+        if value is None:
+            return None if self.nullable else "must be given"
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        elif self.kind in (int, float):  # True is an int to Python, never to a config
+            ok = isinstance(value, int if self.kind is int else (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, self.kind)
+        if not ok:
+            expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+            return f"must be {expected.get(self.kind, self.kind.__name__)}, got {value!r}"
+        if self.kind in (int, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.minimum is not None and (value <= self.minimum if self.above_minimum else value < self.minimum):
+            return f"must be {'>' if self.above_minimum else '>='} {self.minimum:g}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum:g}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registry entry: how to build an :class:`Upstream` from a checkpoint reference.
+
+    ``build(checkpoint, **options)`` returns an upstream in ``eval()`` mode.
+    ``checkpoints`` lists well-known checkpoints so tables can be printed without weights.
+    """
+
+    name: str
+    build: Callable[..., Upstream]
+    is_available: Callable[[str], bool]
+    checkpoints: Mapping[str, CheckpointInfo] = field(default_factory=dict)
+    description: str = ""
+    #: The options ``build`` accepts, by name; configs are checked against them when loaded.
+    options: Mapping[str, Option] = field(default_factory=dict)
+
+    @property
+    def performance_options(self) -> frozenset[str]:
+        return frozenset(name for name, option in self.options.items() if option.performance_only)
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add a family to the registry (a new model family needs nothing else)."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"upstream family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(_FAMILIES))
+        raise ValueError(f"unknown upstream family {name!r}; known families: {known}") from None
+
+
+def families() -> dict[str, Family]:
+    """Registered families by name."""
+    return dict(_FAMILIES)
+
+
+def transformer_family(
+    name: str,
+    model_class: type | str,
+    checkpoints: Mapping[str, CheckpointInfo],
+    description: str,
+) -> Family:
+    """Register a `transformers` SSL family: this is all a new family module needs to call.
+
+    ``model_class`` is the model class, or its name in ``transformers`` (imported only when a
+    checkpoint is built).
+    """
+
+    def build(checkpoint: str, **options: Any) -> Upstream:
+        if options:
+            raise ValueError(f"family {name!r} takes no options, got {sorted(options)}")
+        from .transformer import build_transformer
+
+        if isinstance(model_class, str):
+            return build_transformer(getattr(importlib.import_module("transformers"), model_class), checkpoint)
+        return build_transformer(model_class, checkpoint)
+
+    from .weights import is_cached
+
+    return register_family(
+        Family(name=name, build=build, is_available=is_cached, checkpoints=dict(checkpoints), description=description)
+    )
