@@ -16,7 +16,8 @@ import soundfile as sf
 
 import hearfuse
 from hearfuse.audio import AudioError, load_audio
-from hearfuse.corpus import discover, embed_files, in_shard, parse_shard, plan_batches
+from hearfuse.batching import plan_batches
+from hearfuse.corpus import discover, embed_files, in_shard, parse_shard
 from hearfuse.errors import UsageError
 
 RATES = (8000, 22050, 44100, 48000)
@@ -287,3 +288,53 @@ def test_names_that_are_not_utf8_are_embedded_and_reported_safely(tmp_path, caps
     err = capsys.readouterr().err
     assert "bad\\udce9.wav: not readable as audio" in err  # shown with an escape, not a crash
     assert (tmp_path / "out" / os.fsdecode(b"caf\xe9.wav.npz")).is_file()
+
+
+def test_two_runs_side_by_side_on_one_output_folder_both_succeed_with_a_clean_runs_outputs(tmp_path):
+    """Started together, many times: unique temporary names per write and locked manifest appends, so
+    neither run dies on the other's files and every output equals a clean run's."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(6):
+        sf.write(inputs / f"clip{index:02d}.wav", _tone(16000, 0.5 + index / 50, 200 + 40 * index), 16000)
+    config = _config(tmp_path)
+    reference = tmp_path / "reference"
+    embed_files(hearfuse.load_model(config), [inputs], reference, progress=False, batch_seconds=1)
+    expected = {path.name: path.read_bytes() for path in reference.glob("*.npz")}
+    for attempt in range(6):
+        out = tmp_path / f"out{attempt}"
+        command = ("embed", str(inputs), "--model", str(config), "--out", str(out), "--batch-seconds", "1", "-q")
+        runs = [_cli(*command), _cli(*command)]
+        for run in runs:
+            _, stderr = run.communicate(timeout=300)
+            assert run.returncode == 0, stderr
+        assert {path.name: path.read_bytes() for path in out.glob("*.npz")} == expected
+        assert not list(out.rglob("*.partial"))
+        records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        assert {r["path"] for r in records} == {name.removesuffix(".npz") for name in expected}
+        assert all(r["status"] == "ok" for r in records)  # every line whole: appends never interleave
+
+
+def test_a_torn_manifest_line_loses_no_record_and_a_rerun_does_nothing(tmp_path):
+    """A record cut short (full disk, crashed NFS client) is skipped; the next record starts on a new line
+    and counts; a record that an older writer glued onto a torn line is still read."""
+    from hearfuse.corpus import Manifest
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(4):
+        sf.write(inputs / f"clip{index}.wav", _tone(16000, 0.5, 300 + 50 * index), 16000)
+    model = hearfuse.load_model(_config(tmp_path))
+    out = tmp_path / "out"
+    embed_files(model, [inputs / "clip0.wav", inputs / "clip1.wav"], out, progress=False)
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    # the second record cut mid-way, then an old-style writer's record glued straight onto it
+    manifest.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + lines[1])
+    assert set(Manifest.load(out)) == {"clip0.wav", "clip1.wav"}
+    manifest.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # now only torn
+    summary = embed_files(model, [inputs], out, progress=False)
+    assert summary.skipped == 1 and summary.embedded == 3  # clip1's record was lost with its line
+    assert manifest.read_text().count("\n") == 5 and set(Manifest.load(out)) == {f"clip{i}.wav" for i in range(4)}
+    rerun = embed_files(model, [inputs], out, progress=False)
+    assert rerun.embedded == 0 and rerun.skipped == 4

@@ -145,3 +145,8 @@ def test_out_where_even_root_cannot_write(workdir):
         pytest.skip("no /sys here")
     result = run("embed", "clip.wav", "-m", "crepe", "--out", "/sys/hearfuse-out", cwd=workdir)
     assert_usage_error(result, "--out /sys/hearfuse-out", "cannot write there")
+
+
+def test_a_ray_address_that_is_not_one(workdir):
+    result = run("evaluate", "-m", "crepe", "--tasks", ".", "--ray", "nothere", cwd=workdir)
+    assert_usage_error(result, "--ray 'nothere'", "expected a Ray address")

@@ -103,3 +103,15 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if not np.isfinite(mono).all():
         raise AudioError("audio contains NaN or Inf samples")
     return resample(np.ascontiguousarray(mono), rate, sample_rate)
+
+
+def load_each(paths: list[str], sample_rate: int) -> list[np.ndarray | str]:
+    """:func:`load_audio` of every path, or the reason it cannot be read: one bad file in a batch
+    does not lose the others (a Ray decoding task of ``hearfuse embed --ray``)."""
+    decoded: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            decoded.append(load_audio(path, sample_rate))
+        except (AudioError, OSError) as error:
+            decoded.append(str(error))
+    return decoded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -35,6 +36,35 @@ def _device(name: str | None) -> str:
     return name
 
 
+def _ray_option(command: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = command.add_argument_group(
+        "distributed (Ray)", "pip install 'hearfuse[ray]'; see README 'Beyond one machine'"
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: ADDRESS (HOST:PORT of `ray start --head`), else RAY_ADDRESS, else a new "
+        "cluster on this machine",
+    )
+    return group
+
+
+def _settle_ray_address(args: argparse.Namespace) -> None:
+    """``--ray in/`` reads the input as an address; anything not shaped like one is an input again."""
+    if not getattr(args, "ray", None):
+        return
+    from .cluster import looks_like_address
+
+    if looks_like_address(args.ray):
+        return
+    if args.command != "embed":
+        raise UsageError(f"--ray {args.ray!r}: expected a Ray address such as 10.0.0.5:6379, auto or local")
+    args.inputs.append(args.ray)
+    args.ray = ""
+
+
 def _printable(text: str) -> str:
     """File names that are not valid UTF-8 (kept by Python as surrogates) shown with escapes, not a crash."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -63,6 +93,8 @@ _EPILOG_EMBED = """examples:
   hearfuse embed recordings/ --model crepe --out embeddings/
   hearfuse embed 'data/**/*.flac' --model fusion_cat_xwc --kind scene --device cuda --dtype bfloat16 --out emb/
   hearfuse embed corpus/ --model my_fusion.toml --out emb/ --shard 2/4     # the second of four jobs
+  hearfuse embed corpus/ --model crepe --out emb/ --ray                  # a Ray cluster on this machine
+  hearfuse embed /shared/corpus --model crepe --out /shared/emb --ray 10.0.0.1:6379
 
 Rerunning the same command resumes: finished files are skipped, failed ones retried.
 Exit status: 0 when every file was embedded (or already was), 1 when any failed, 2 on usage errors."""
@@ -71,23 +103,34 @@ Exit status: 0 when every file was embedded (or already was), 1 when any failed,
 def _embed(args: argparse.Namespace) -> int:
     from .corpus import embed_files, parse_shard
     from .hear import resolve_config
-    from .model import FusionModel
 
     shard = parse_shard(args.shard) if args.shard is not None else None
     out = _writable_folder("--out", args.out)
-    device = _device(args.device)
+    if not args.inputs:
+        raise UsageError("give at least one INPUT (an audio file, a folder or a glob)")
     kinds = ("timestamp", "scene") if args.kind == "both" else (args.kind,)
     config = resolve_config(args.model, **_preset_options(args))
-    model = FusionModel.from_config(config, device=device, dtype=torch_dtype(args.dtype))
-    summary = embed_files(
-        model,
-        args.inputs,
-        out,
-        kinds=kinds,
-        batch_seconds=args.batch_seconds,
-        shard=shard,
-        progress=not args.quiet,
-    )
+    common = dict(kinds=kinds, batch_seconds=args.batch_seconds, shard=shard, progress=not args.quiet)
+    if args.ray is not None:
+        from .cluster import cluster_device, connect
+        from .corpus import embed_files_on_ray
+
+        with connect(args.ray):
+            summary = embed_files_on_ray(
+                config,
+                args.inputs,
+                out,
+                device=cluster_device(args.device),
+                dtype=args.dtype,
+                workers=args.workers,
+                worker_cpus=args.worker_cpus,
+                **common,
+            )
+    else:
+        from .model import FusionModel
+
+        model = FusionModel.from_config(config, device=_device(args.device), dtype=torch_dtype(args.dtype))
+        summary = embed_files(model, args.inputs, out, **common)
     for failure in summary.failures:
         print(_printable(f"failed: {failure.relative}: {failure.reason}"), file=sys.stderr)
     print(summary.line())
@@ -165,24 +208,37 @@ def _evaluate(args: argparse.Namespace) -> int:
         missing = "--tasks (the folder of task directories)" if args.model else "--model (a preset or config)"
         raise UsageError(f"embedding here needs both --model and --tasks; missing {missing}")
     logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
-    results_dir = _writable_folder("--results", args.results)
-    settings = EvaluationSettings(
-        cache_dir=_writable_folder("--cache", args.cache) if args.cache else results_dir / "embeddings",
-        results_dir=results_dir,
-        device=_device(args.device),
-        protocol=Protocol(
-            grid_points=args.grid_points,
-            seed=args.seed,
-            max_epochs=args.max_epochs,
-            shuffle_batches=args.shuffle_batches,
-        ),
-        batch_seconds=args.batch_seconds,
-        progress=not args.quiet,
-    )
-    if args.embeddings:
-        results = evaluate_embeddings(args.embeddings, settings, only=args.task or ())
-    else:
-        results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=torch_dtype(args.dtype))
+    results_dir = _writable_folder("--results", args.results).resolve()
+    with contextlib.ExitStack() as stack:
+        if args.ray is not None:
+            from .cluster import cluster_device, connect
+
+            stack.enter_context(connect(args.ray))
+            device = cluster_device(args.device)
+            # work travels as paths: every worker must find them wherever it starts
+            args.tasks = args.tasks and str(Path(args.tasks).resolve())
+            args.embeddings = args.embeddings and str(Path(args.embeddings).resolve())
+        else:
+            device = _device(args.device)
+        settings = EvaluationSettings(
+            cache_dir=_writable_folder("--cache", args.cache).resolve() if args.cache else results_dir / "embeddings",
+            results_dir=results_dir,
+            device=device,
+            protocol=Protocol(
+                grid_points=args.grid_points,
+                seed=args.seed,
+                max_epochs=args.max_epochs,
+                shuffle_batches=args.shuffle_batches,
+            ),
+            batch_seconds=args.batch_seconds,
+            progress=not args.quiet,
+        )
+        on_ray = args.ray is not None
+        if args.embeddings:
+            results = evaluate_embeddings(args.embeddings, settings, only=args.task or (), on_ray=on_ray)
+        else:
+            dtype = torch_dtype(args.dtype)
+            results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=dtype, on_ray=on_ray)
     markdown, chart = write_report(results_dir)
     print(Path(markdown).read_text())
     print(f"report: {markdown}, chart: {chart}")
@@ -257,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_EMBED,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    embed.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder (searched recursively) or glob")
+    embed.add_argument("inputs", nargs="*", metavar="INPUT", help="audio file, folder (searched recursively) or glob")
     embed.add_argument(
         "--model",
         "-m",
@@ -290,6 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--normalize", choices=("none", "checkpoint"), help="preset option: waveform normalisation")
     embed.add_argument("--crepe-frames", choices=("paper", "reference"), help="preset option: CREPE framing")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    distributed = _ray_option(embed)
+    distributed.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="model workers (Ray actors), each loading the model once (default: one per GPU of the cluster, "
+        "else one per --worker-cpus CPUs)",
+    )
+    distributed.add_argument(
+        "--worker-cpus",
+        type=int,
+        default=1,
+        metavar="C",
+        help="CPUs (torch threads) of each CPU model worker (default: 1)",
+    )
     embed.set_defaults(run=_embed)
 
     models = commands.add_parser(
@@ -326,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         "says why. A failing task is reported and the others go on.",
         epilog="examples:\n  hearfuse evaluate --model crepe --tasks tasks/ --results results/\n"
         "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda\n"
-        "  hearfuse evaluate --embeddings embeddings/hearfuse.presets.crepe --results results/\n\n"
+        "  hearfuse evaluate --embeddings embeddings/hearfuse.presets.crepe --results results/\n"
+        "  hearfuse evaluate --model crepe --model cat_wc --tasks /shared/tasks --results /shared/results --ray\n\n"
         "Exit status: 0 when every task was scored, 1 when any failed, 2 on usage errors.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -373,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
     evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _ray_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     report = commands.add_parser(
@@ -439,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _settle_ray_address(args)
         return args.run(args)
     except UsageError as error:
         print(f"hearfuse {args.command}: error: {error}", file=sys.stderr)

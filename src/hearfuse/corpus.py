@@ -17,8 +17,10 @@ the same config and the same source size and mtime.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
+import fcntl
 import glob
 import hashlib
 import itertools
@@ -27,18 +29,19 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_audio
+from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_audio, load_each
+from .batching import plan_batches
+from .config import FusionConfig
 from .errors import UsageError
-from .files import write_atomic
+from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
 from .model import FusionModel
 
 KINDS = ("timestamp", "scene")
-T = TypeVar("T")
 _GLOB_CHARS = set("*?[")
 
 
@@ -210,7 +213,12 @@ class RunSummary:
 
 
 class Manifest:
-    """Append-only JSON-lines log of processed inputs; the latest record of each input wins."""
+    """Append-only JSON-lines log of processed inputs; the latest record of each input wins.
+
+    Several processes may append to one manifest (runs side by side, a Ray driver): each record is
+    one write under an exclusive lock, and starts on a new line even when an earlier writer was cut
+    off mid-line (a full disk, a crashed NFS client), so a torn line never swallows the next record.
+    """
 
     def __init__(self, out_dir: Path, shard: tuple[int, int] | None):
         name = "manifest.jsonl" if shard is None else f"manifest-shard-{shard[0]}-of-{shard[1]}.jsonl"
@@ -222,25 +230,51 @@ class Manifest:
         """Latest record per relative input path across every manifest in ``out_dir``."""
         records: dict[str, dict] = {}
         for path in sorted(out_dir.glob("manifest*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
+            for line in path.read_text(errors="replace").splitlines():
+                record = _parse_record(line)
+                if record is not None:
                     records[record["path"]] = record
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by a killed run
         return records
 
-    def append(self, record: dict) -> None:
+    def append(self, records: list[dict]) -> None:
+        """Append ``records`` in one write and one fsync (a batch's records cost one disk flush)."""
+        if not records:
+            return
         if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+            self._handle = open(self.path, "a+b")
+        text = "".join(json.dumps(record) + "\n" for record in records).encode()
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        try:
+            end = self._handle.seek(0, os.SEEK_END)
+            if end:
+                self._handle.seek(end - 1)
+                if self._handle.read(1) != b"\n":
+                    text = b"\n" + text
+            self._handle.write(text)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _parse_record(line: str) -> dict | None:
+    """A manifest line's record; a line cut short yields nothing, and a record glued onto a cut line
+    (by a writer that did not start on a new line) is still found."""
+    for start in (0, line.rfind('{"path": ')):
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            return record
+    return None
 
 
 def _is_done(record: dict | None, stat: os.stat_result, fingerprint: str, kinds: Sequence[str], out_dir: Path) -> bool:
@@ -257,56 +291,49 @@ def _is_done(record: dict | None, stat: os.stat_result, fingerprint: str, kinds:
     )
 
 
-def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    write_atomic(path, lambda handle: np.savez(handle, **arrays))
+def embed_clips(model: FusionModel, clips: list[np.ndarray], kinds: Sequence[str]) -> list[dict[str, np.ndarray] | str]:
+    """The output arrays of each clip (all of one length), or why it failed; a batch that fails (e.g.
+    out of memory) is retried clip by clip."""
+    try:
+        results = model.embed(torch.from_numpy(np.stack(clips)), timestamp="timestamp" in kinds, scene="scene" in kinds)
+    except (RuntimeError, ValueError) as error:
+        if len(clips) > 1:
+            return [output for clip in clips for output in embed_clips(model, [clip], kinds)]
+        return [f"embedding failed: {error}"]
+    outputs: list[dict[str, np.ndarray] | str] = []
+    for index in range(len(clips)):
+        arrays = {}
+        if results.timestamp_embeddings is not None:
+            arrays["timestamp_embeddings"] = results.timestamp_embeddings[index].cpu().numpy()
+            arrays["timestamps"] = results.timestamps[index].cpu().numpy()
+        if results.scene_embeddings is not None:
+            arrays["scene_embedding"] = results.scene_embeddings[index].cpu().numpy()
+        outputs.append(arrays)
+    return outputs
 
 
-def consecutive_batches(
-    items: Iterable[tuple[T, AudioInfo]], batch_seconds: float
-) -> Iterator[list[tuple[T, AudioInfo]]]:
-    """Group consecutive clips of identical length and rate, up to ``batch_seconds`` of audio a batch.
-
-    Group-norm front ends (wav2vec2 Base) normalise over the whole input, so padding a clip
-    would change its embedding; equal-length clips, common in benchmarks, batch exactly.
-    Lazy, so ``items`` may read each clip's header only when its batch is formed.
-    """
-    batch: list[tuple[T, AudioInfo]] = []
-    for pair in items:
-        info = pair[1]
-        if batch and (
-            (batch[0][1].frames, batch[0][1].sample_rate) != (info.frames, info.sample_rate)
-            or (len(batch) + 1) * info.duration > batch_seconds
-        ):
-            yield batch
-            batch = []
-        batch.append(pair)
-    if batch:
-        yield batch
-
-
-def plan_batches(
-    items: list[tuple[InputFile, AudioInfo]], batch_seconds: float
-) -> list[list[tuple[InputFile, AudioInfo]]]:
-    """:func:`consecutive_batches` after sorting by length, so equal lengths anywhere in the input share batches."""
-    ordered = sorted(items, key=lambda pair: (pair[1].frames, pair[1].sample_rate, str(pair[0].relative)))
-    return list(consecutive_batches(ordered, batch_seconds))
+def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "") -> Path:
+    """Write one input's arrays under a temporary name beside ``path``; committing renames it."""
+    return write_partial(path, lambda handle: np.savez(handle, **arrays), tag=tag)
 
 
 @dataclass
 class _Run:
-    """One ``embed_files`` run: where outputs go, what is embedded, and its manifest and summary."""
+    """One embedding run as its driver sees it: where outputs go, what is embedded, and its manifest
+    and summary. Outputs are committed (renamed into place, then recorded) only here."""
 
-    model: FusionModel
+    model_name: str
     fingerprint: str  # the model config's, computed once per run
     out_dir: Path
     kinds: tuple[str, ...]
     manifest: Manifest
     summary: RunSummary = field(default_factory=RunSummary)
     stats: dict[InputFile, os.stat_result] = field(default_factory=dict)
+    pending: list[dict] = field(default_factory=list)
 
     def record(self, item: InputFile, status: str, info: AudioInfo | None = None, error: str = "") -> None:
         stat = self.stats.get(item)
-        self.manifest.append(
+        self.pending.append(
             {
                 "path": str(item.relative),
                 "source": str(item.path),
@@ -315,7 +342,7 @@ class _Run:
                 "duration": info.duration if info else None,
                 "sample_rate": info.sample_rate if info else None,
                 "channels": info.channels if info else None,
-                "model": self.model.config.name,
+                "model": self.model_name,
                 "config_fingerprint": self.fingerprint,
                 "kinds": sorted(self.kinds),
                 "output": str(item.output) if status == "ok" else None,
@@ -329,67 +356,42 @@ class _Run:
         elif status == "alias":
             self.summary.aliases += 1
 
-    def embed_batch(self, batch: list[tuple[InputFile, AudioInfo]]) -> None:
-        """Embed clips of equal length together; one that fails is recorded, the others go on."""
-        loaded = []
-        for item, info in batch:
-            try:
-                loaded.append((item, info, load_audio(item.path, self.model.sample_rate)))
-            except (AudioError, OSError) as error:
-                self.record(item, "failed", info, str(error))
-        if not loaded:
-            return
-        try:
-            results = self.model.embed(
-                torch.from_numpy(np.stack([audio for _, _, audio in loaded])),
-                timestamp="timestamp" in self.kinds,
-                scene="scene" in self.kinds,
-            )
-        except (RuntimeError, ValueError) as error:
-            if len(loaded) > 1:  # e.g. out of memory: retry one by one
-                for item, info, _ in loaded:
-                    self.embed_batch([(item, info)])
-                return
-            item, info, _ = loaded[0]
-            self.record(item, "failed", info, f"embedding failed: {error}")
-            return
-        for index, (item, info, _) in enumerate(loaded):
-            arrays = {}
-            if results.timestamp_embeddings is not None:
-                arrays["timestamp_embeddings"] = results.timestamp_embeddings[index].cpu().numpy()
-                arrays["timestamps"] = results.timestamps[index].cpu().numpy()
-            if results.scene_embeddings is not None:
-                arrays["scene_embedding"] = results.scene_embeddings[index].cpu().numpy()
-            _write_arrays(self.out_dir / item.output, arrays)
-            self.record(item, "ok", info)
-            self.summary.embedded += 1
-            self.summary.audio_seconds += info.duration
+    def flush(self) -> None:
+        """Write the records made since the last flush: once per batch, so the manifest costs one disk
+        flush per batch, not per file. An output renamed into place but not yet recorded when the run
+        is killed is simply embedded again by the next run."""
+        self.manifest.append(self.pending)
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        self.manifest.close()
+
+    def commit(self, item: InputFile, info: AudioInfo, partial: Path) -> None:
+        os.replace(partial, self.out_dir / item.output)
+        self.record(item, "ok", info)
+        self.summary.embedded += 1
+        self.summary.audio_seconds += info.duration
 
 
-def embed_files(
-    model: FusionModel,
+def _prepare(
+    config: FusionConfig,
     inputs: Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    kinds: Sequence[str] = KINDS,
-    batch_seconds: float = 60.0,
-    shard: tuple[int, int] | None = None,
-    progress: bool = True,
-) -> RunSummary:
-    """Embed every input file into ``out_dir`` (see the module docstring for the layout)."""
-    from tqdm import tqdm
-
+    out_dir: Path,
+    kinds: Sequence[str],
+    shard: tuple[int, int] | None,
+) -> tuple[_Run, list[tuple[InputFile, AudioInfo]]]:
+    """Everything a run does before embedding: find the inputs, record the unusable ones, skip what a
+    manifest shows done, read the headers of the rest."""
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise UsageError(f"kinds must be some of {KINDS}, got {list(kinds)}")
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = model.config.fingerprint()
-    (out_dir / f"config-{fingerprint}.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    fingerprint = config.fingerprint()
+    write_text_atomic(out_dir / f"config-{fingerprint}.json", json.dumps(config.to_dict(), indent=2))
     discovery = discover(inputs)
     previous = Manifest.load(out_dir)
-    run = _Run(model, fingerprint, out_dir, tuple(kinds), Manifest(out_dir, shard))
+    run = _Run(config.name, fingerprint, out_dir, tuple(kinds), Manifest(out_dir, shard))
     for entry in discovery.unusable:  # reported, never silently dropped
         if shard is None or in_shard(entry.relative, shard):
             run.record(InputFile(Path(entry.source), entry.relative), entry.status, error=entry.reason)
@@ -405,19 +407,174 @@ def embed_files(
             todo.append((item, audio_info(item.path)))
         except (AudioError, OSError) as error:
             run.record(item, "failed", error=str(error))
+    run.flush()
+    return run, todo
 
-    bar = tqdm(total=len(todo), unit="file", desc="embedding", disable=not progress, dynamic_ncols=True)
+
+def _batches(todo: list[tuple[InputFile, AudioInfo]], batch_seconds: float) -> list[list[tuple[InputFile, AudioInfo]]]:
+    return plan_batches(todo, batch_seconds, name=lambda item: str(item.relative))
+
+
+class _Progress:
+    """The driver's progress bar: files done, audio hours per second, real-time factor."""
+
+    def __init__(self, run: _Run, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.run, self.started = run, time.perf_counter()
+        self.bar = tqdm(total=total, unit="file", desc="embedding", disable=not enabled, dynamic_ncols=True)
+
+    def update(self, files: int) -> None:
+        self.bar.update(files)
+        elapsed = time.perf_counter() - self.started
+        self.bar.set_postfix(
+            audio_h_per_s=f"{self.run.summary.audio_seconds / 3600 / elapsed:.4f}",
+            realtime=f"{self.run.summary.audio_seconds / elapsed:.1f}x",
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def embed_files(
+    model: FusionModel,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    kinds: Sequence[str] = KINDS,
+    batch_seconds: float = 60.0,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Embed every input file into ``out_dir`` in this process (see the module docstring for the layout)."""
+    started = time.perf_counter()
+    run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard)
+    bar = _Progress(run, len(todo), progress)
     try:
-        for batch in plan_batches(todo, batch_seconds):
-            run.embed_batch(batch)
+        for batch in _batches(todo, batch_seconds):
+            loaded = []
+            for item, info in batch:
+                try:
+                    loaded.append((item, info, load_audio(item.path, model.sample_rate)))
+                except (AudioError, OSError) as error:
+                    run.record(item, "failed", info, str(error))
+            if loaded:
+                outputs = embed_clips(model, [audio for _, _, audio in loaded], run.kinds)
+                for (item, info, _), output in zip(loaded, outputs):
+                    if isinstance(output, str):
+                        run.record(item, "failed", info, output)
+                    else:
+                        run.commit(item, info, write_output(run.out_dir / item.output, output))
+            run.flush()
             bar.update(len(batch))
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(
-                audio_h_per_s=f"{run.summary.audio_seconds / 3600 / elapsed:.4f}",
-                realtime=f"{run.summary.audio_seconds / elapsed:.1f}x",
-            )
     finally:
         bar.close()
-        run.manifest.close()
+        run.close()
+    run.summary.wall_seconds = time.perf_counter() - started
+    return run.summary
+
+
+#: Batches queued at each model worker, so it never waits for the driver; more only holds decoded
+#: audio in the object store.
+_QUEUED_PER_WORKER = 2
+
+
+class _EmbedWorker:
+    """A Ray actor: builds the model once, embeds batches of decoded clips, writes each output under a
+    temporary name, and returns the names for the driver to commit (or why a clip failed)."""
+
+    def __init__(self, config: FusionConfig, device: str, dtype: str | None, threads: int, kinds: tuple[str, ...]):
+        from .dtypes import torch_dtype
+
+        torch.set_num_threads(threads)
+        self.model = FusionModel.from_config(config, device=device, dtype=torch_dtype(dtype) if dtype else None)
+        self.kinds = kinds
+
+    def embed(self, outputs: list[str], decoded: list[np.ndarray | str], tag: str) -> list[tuple[str, str]]:
+        """``decoded``: the batch's clips as its decoding task returned them (Ray resolves the task's
+        result before the call; if that task died more often than Ray retries, so does this call)."""
+        results = [("failed", clip) if isinstance(clip, str) else ("", "") for clip in decoded]
+        good = [index for index, clip in enumerate(decoded) if not isinstance(clip, str)]
+        if good:
+            embedded = embed_clips(self.model, [decoded[index] for index in good], self.kinds)
+            for index, output in zip(good, embedded):
+                if isinstance(output, str):
+                    results[index] = ("failed", output)
+                else:
+                    results[index] = ("ok", str(write_output(Path(outputs[index]), output, tag=tag)))
+        return results
+
+
+def embed_files_on_ray(
+    config: FusionConfig,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    workers: int | None = None,
+    worker_cpus: int = 1,
+    kinds: Sequence[str] = KINDS,
+    batch_seconds: float = 60.0,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """:func:`embed_files` on the connected Ray cluster (see :mod:`hearfuse.cluster`).
+
+    The driver (this process) finds the inputs, plans the same batches as a single process, and is
+    the only one to commit outputs and write the manifest. Decoding runs in CPU tasks; each model
+    worker is an actor that loads the model once. A worker that dies is restarted and its batch
+    retried; a batch that keeps killing its worker is split, and a clip that still does is recorded
+    as failed, so the run always ends.
+    """
+    import ray
+
+    from .cluster import DECODE_CPUS, Placement
+
+    started = time.perf_counter()
+    run, todo = _prepare(config, inputs, Path(out_dir).resolve(), kinds, shard)
+    placement = Placement(device, worker_cpus)
+    decode = ray.remote(num_cpus=DECODE_CPUS, max_retries=3)(load_each)
+    worker_class = ray.remote(max_restarts=-1, max_task_retries=2, **placement.options())(_EmbedWorker)
+    waiting = collections.deque(_batches(todo, batch_seconds))
+    count = placement.workers(workers) if waiting else 0  # nothing left to do: no model is loaded
+    pool = [worker_class.remote(config, device, dtype, worker_cpus, run.kinds) for _ in range(count)]
+    queued = dict.fromkeys(pool, 0)
+    in_flight: dict = {}
+    tag = f"ray{os.getpid()}-"
+    bar = _Progress(run, len(todo), progress)
+    try:
+        while waiting or in_flight:
+            while waiting and min(queued.values()) < _QUEUED_PER_WORKER:
+                worker = min(queued, key=queued.get)
+                batch = waiting.popleft()
+                decoded = decode.remote([str(item.path) for item, _ in batch], FusionModel.sample_rate)
+                outputs = [str(run.out_dir / item.output) for item, _ in batch]
+                in_flight[worker.embed.remote(outputs, decoded, tag)] = (worker, batch)
+                queued[worker] += 1
+            (ready,), _ = ray.wait(list(in_flight), num_returns=1)
+            worker, batch = in_flight.pop(ready)
+            queued[worker] -= 1
+            try:
+                results = ray.get(ready)
+            except ray.exceptions.RayError as error:  # its worker (or decoding task) died every time it was retried
+                if len(batch) > 1:
+                    waiting.extendleft([pair] for pair in reversed(batch))
+                    continue
+                results = [("failed", f"the Ray work decoding or embedding it kept failing ({type(error).__name__})")]
+            for (item, info), (status, value) in zip(batch, results):
+                if status == "ok":
+                    run.commit(item, info, Path(value))
+                else:
+                    run.record(item, "failed", info, value)
+            run.flush()
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        run.close()
+        for worker in pool:
+            ray.kill(worker)
+        for leftover in run.out_dir.rglob(f".*.{tag}*{PARTIAL_SUFFIX}"):  # from workers that died mid-write
+            leftover.unlink(missing_ok=True)
     run.summary.wall_seconds = time.perf_counter() - started
     return run.summary

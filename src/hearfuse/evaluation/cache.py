@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..audio import AudioError, audio_info, load_audio
-from ..corpus import consecutive_batches
+from ..batching import consecutive_batches
 from ..files import write_text_atomic
 from ..model import FusionModel
 from .provenance import digest, embedding_code_version, files_stamp

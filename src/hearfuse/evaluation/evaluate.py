@@ -11,6 +11,7 @@ recomputed and the log says why.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -59,16 +60,20 @@ def evaluate(
     *,
     only: Sequence[str] = (),
     dtype: torch.dtype | None = None,
+    on_ray: bool = False,
 ) -> list[dict]:
-    """Every model x task; a failing task is recorded as failed and the others go on."""
+    """Every model x task; a failing task is recorded as failed and the others go on. ``on_ray``: each
+    model x task is a task on the connected Ray cluster (:mod:`hearfuse.cluster`)."""
     task_paths = select_tasks(tasks_dir, tuple(only))
-    return [result for ref in models for result in _evaluate_model(resolve_config(ref), task_paths, settings, dtype)]
+    jobs = [job for ref in models for job in _model_jobs(resolve_config(ref), task_paths, settings, dtype)]
+    return _execute(jobs, settings, on_ray)
 
 
-def _evaluate_model(
+def _model_jobs(
     config: FusionConfig, task_paths: list[Path], settings: EvaluationSettings, dtype: torch.dtype | None
-) -> list[dict]:
-    """One model on every task; the model is loaded only when some result has to be computed."""
+) -> list[Callable[[], dict]]:
+    """One model on every task; run in one process, the jobs share the model, loaded only when some
+    result has to be computed."""
     model: FusionModel | None = None
     key = {
         "config": config.fingerprint(),
@@ -86,10 +91,12 @@ def _evaluate_model(
     def identity(task: Task) -> dict:
         return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}
 
-    return [_run(config.name, path, settings, load_task, identity, compute) for path in task_paths]
+    return [functools.partial(_run, config.name, path, settings, load_task, identity, compute) for path in task_paths]
 
 
-def evaluate_embeddings(root: str | Path, settings: EvaluationSettings, *, only: Sequence[str] = ()) -> list[dict]:
+def evaluate_embeddings(
+    root: str | Path, settings: EvaluationSettings, *, only: Sequence[str] = (), on_ray: bool = False
+) -> list[dict]:
     """Score embeddings written by heareval's embedding runner (``EMBEDDINGS/<module>/``, or one task
     folder in it); the model is named after the module's folder."""
     paths = filter_tasks(heareval_layout.find_embedding_tasks(root), tuple(only), root)
@@ -104,7 +111,35 @@ def evaluate_embeddings(root: str | Path, settings: EvaluationSettings, *, only:
     def load(path: Path) -> Task:
         return load_task(path, check_audio=False)
 
-    return [_run(heareval_layout.module_name(path), path, settings, load, identity, compute) for path in paths]
+    name = heareval_layout.module_name
+    jobs = [functools.partial(_run, name(path), path, settings, load, identity, compute) for path in paths]
+    return _execute(jobs, settings, on_ray)
+
+
+def _execute(jobs: list[Callable[[], dict]], settings: EvaluationSettings, on_ray: bool) -> list[dict]:
+    """Run the model x task jobs here, in order, or as Ray tasks (each with a GPU when training runs on
+    CUDA, else one CPU), results in the same order. Paths in ``settings`` must then be absolute and on
+    a filesystem every machine shares."""
+    if not on_ray:
+        return [job() for job in jobs]
+    import ray
+    from tqdm import tqdm
+
+    from ..cluster import Placement
+
+    remote = ray.remote(max_retries=2, **Placement(settings.device).options())(_call)
+    pending = {remote.remote(job): index for index, job in enumerate(jobs)}
+    results: list[dict] = [{}] * len(jobs)
+    with tqdm(total=len(jobs), desc="model x task", unit="run", disable=not settings.progress) as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            results[pending.pop(ready)] = ray.get(ready)
+            bar.update(1)
+    return results
+
+
+def _call(job: Callable[[], dict]) -> dict:
+    return job()
 
 
 def _run(
