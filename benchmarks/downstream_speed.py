@@ -13,8 +13,13 @@ stops at once nor runs to the limit; the time depends on shapes and epochs run, 
 where the embeddings came from. Why: on a CPU the downstream grid, not only the embedding,
 can dominate an evaluation, and users need to know what it costs.
 
-Run: ``python -m benchmarks.downstream_speed [--task scene|event|both] [--device cpu]``.
-Writes ``benchmarks/results/downstream_speed.json`` and prints a markdown table.
+``--probe linear|knn`` times the fast probes of ``hearfuse evaluate --probe`` on the same data
+instead of the MLP grid: the linear layer at each of its learning rates (standardised inputs, the
+same early stopping), or the kNN probe at each k (scene only).
+
+Run: ``python -m benchmarks.downstream_speed [--task scene|event|both] [--probe mlp|linear|knn] [--device cpu]``.
+Writes ``benchmarks/results/downstream_speed.json`` (``downstream_speed-<probe>.json`` for the fast
+probes) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ import numpy as np
 import torch
 
 from hearfuse.evaluation import metrics
-from hearfuse.evaluation.downstream import train_predictor
+from hearfuse.evaluation.downstream import KnnPredictor, train_predictor
 from hearfuse.evaluation.events import (
     DEFAULT_POSTPROCESSING_GRID,
     choose_postprocessing,
     decode_events,
     postprocessing_options,
 )
-from hearfuse.evaluation.protocol import KIT_GRID, draw_grid
+from hearfuse.evaluation.protocol import KnnParameters, Protocol
 
 from ._env import environment, write_json
 
@@ -94,19 +99,24 @@ def run_event(args, rng) -> dict:
 def _grid(name, x_train, y_train, x_valid, y_valid, validate, metric, prediction_type, args) -> dict:
     runs = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    for params in draw_grid(KIT_GRID, 8):
+    for params in Protocol(probe=args.probe).grid({"task_name": name}):
         t0 = time.perf_counter()
-        trained = train_predictor(
-            x_train,
-            y_train,
-            x_valid,
-            y_valid,
-            params,
-            prediction_type=prediction_type,
-            validate=validate,
-            metric=metrics.METRICS[metric],
-            device=args.device,
-        )
+        if isinstance(params, KnnParameters):
+            trained = KnnPredictor.fit(x_train, y_train, params)
+            trained.validation_score, _ = validate(trained.predict(x_valid, prediction_type))
+        else:
+            trained = train_predictor(
+                x_train,
+                y_train,
+                x_valid,
+                y_valid,
+                params,
+                prediction_type=prediction_type,
+                validate=validate,
+                metric=metrics.METRICS[metric],
+                standardize=args.probe == "linear",
+                device=args.device,
+            )
         runs.append(
             {
                 "params": params.to_dict(),
@@ -140,7 +150,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--width", type=int, default=3072)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probe", choices=("mlp", "linear", "knn"), default="mlp")
     args = parser.parse_args()
+    if args.probe == "knn" and args.task != "scene":
+        parser.error("the knn probe scores scene tasks only: use --task scene")
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     results = []
@@ -150,8 +163,9 @@ def main() -> None:
         results.append(run_event(args, rng))
     env = environment(args.threads)
     env["device"] = args.device
-    write_json("downstream_speed.json", {"benchmark": "downstream_speed", "environment": env, "results": results})
-    print("\n| task | train rows x dims | 8-config grid | epochs per config (min-max) | CPU util |")
+    name = "downstream_speed.json" if args.probe == "mlp" else f"downstream_speed-{args.probe}.json"
+    write_json(name, {"benchmark": "downstream_speed", "probe": args.probe, "environment": env, "results": results})
+    print(f"\n| task | train rows x dims | {args.probe} probe, every candidate | epochs per candidate | CPU util |")
     print("|---|---|---:|---|---:|")
     for r in results:
         epochs = [run["epochs"] for run in r["runs"]]

@@ -229,6 +229,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 max_epochs=args.max_epochs,
                 shuffle_batches=args.shuffle_batches,
+                probe=args.probe,
             ),
             batch_seconds=args.batch_seconds,
             progress=not args.quiet,
@@ -242,7 +243,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     markdown, chart = write_report(results_dir)
     print(Path(markdown).read_text())
     print(f"report: {markdown}, chart: {chart}")
-    failed = [r for r in results if r["status"] != "ok"]
+    for result in results:
+        if result["status"] == "skipped":
+            print(f"skipped: {result['model']} on {result['task']}: {result['reason']}")
+    failed = [r for r in results if r["status"] == "failed"]
     for result in failed:
         print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
     return 1 if failed else 0
@@ -437,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-epochs",
         type=int,
         help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)",
+    )
+    protocol.add_argument(
+        "--probe",
+        choices=("mlp", "linear", "knn"),
+        default="mlp",
+        help="downstream model: mlp (the kit's 8-point MLP grid), linear (one linear layer on standardised "
+        "embeddings, learning rate chosen on validation) or knn (cosine k nearest neighbours, k chosen on "
+        "validation; scene tasks only); linear and knn take a fraction of the time (default: mlp)",
     )
     protocol.add_argument(
         "--shuffle-batches",

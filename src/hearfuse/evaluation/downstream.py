@@ -27,12 +27,25 @@ from torch import Tensor, nn
 
 from .events import Postprocessing
 from .metrics import VALIDATION_LOSS, Metric
-from .protocol import HyperParameters
+from .protocol import HyperParameters, KnnParameters
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, out_features: int, params: HyperParameters):
+    """The kit's prediction model; with ``standardize`` (mean, std of the training rows) its inputs are
+    standardised first (the linear probe; the kit never does)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        params: HyperParameters,
+        standardize: tuple[Tensor, Tensor] | None = None,
+    ):
         super().__init__()
+        self.standardize = standardize is not None
+        if standardize is not None:
+            self.register_buffer("mean", standardize[0])
+            self.register_buffer("scale", 1.0 / standardize[1].clamp_min(1e-8))
         initialize = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}[
             params.initialization
         ]
@@ -53,7 +66,20 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers, projection)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        return self.layers((x - self.mean) * self.scale if self.standardize else x)
+
+
+def column_moments(rows, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+    """Mean and (population) standard deviation of every column, in float64, read in chunks (a memmap)."""
+    total = np.zeros(rows.shape[1])
+    squares = np.zeros(rows.shape[1])
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(rows[start : start + chunk], dtype=np.float64)
+        total += block.sum(axis=0)
+        squares += (block**2).sum(axis=0)
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(squares / len(rows) - mean**2, 0.0))
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
 def probabilities(logits: Tensor, prediction_type: str) -> Tensor:
@@ -112,6 +138,7 @@ def train_predictor(
     metric: Metric | None = None,
     postprocessing: Postprocessing | None = None,
     shuffle: bool = False,
+    standardize: bool = False,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = False,
@@ -122,7 +149,7 @@ def train_predictor(
     validation loss (lower is better) and use ``postprocessing`` as the event decoding, as the kit
     does for tasks with ``use_scoring_for_early_stopping: false``. ``progress`` shows an epoch bar
     with the best value so far: one grid point of a frame-level event task can train for many
-    minutes on a CPU.
+    minutes on a CPU. ``standardize``: inputs standardised with the training rows' moments.
     """
     from tqdm import tqdm
 
@@ -133,7 +160,8 @@ def train_predictor(
     inputs = _Rows(x_train, device)
     targets = torch.as_tensor(y_train, dtype=torch.float32, device=device)
     valid_targets = torch.as_tensor(y_valid, dtype=torch.float32)
-    model = MLP(x_train.shape[1], targets.shape[1], params).to(device)
+    moments = column_moments(x_train) if standardize else None
+    model = MLP(x_train.shape[1], targets.shape[1], params, moments).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
     has_batch_norm = params.hidden_layers > 0 and params.hidden_norm == "BatchNorm1d"
 
@@ -194,3 +222,32 @@ class _Rows:
         order = index.sort()  # sequential reads from the memory-mapped file
         batch = torch.from_numpy(np.asarray(self.rows[order.values.numpy()], dtype=np.float32))
         return batch[order.indices.argsort()].to(self.device)
+
+
+@dataclass
+class KnnPredictor:
+    """The kNN probe: a clip's class probabilities are the mean label vector of its ``k`` most
+    cosine-similar training clips (uniform votes, as scikit-learn's ``KNeighborsClassifier``)."""
+
+    params: KnnParameters
+    train_rows: Tensor  # L2-normalised
+    train_targets: Tensor
+    validation_score: float = math.nan
+    monitor: str = "score"
+    best_epoch: int = 0
+    epochs_run: int = 0
+    postprocessing: Postprocessing | None = None
+
+    @classmethod
+    def fit(cls, x_train, y_train: np.ndarray, params: KnnParameters) -> "KnnPredictor":
+        rows = torch.from_numpy(np.array(x_train, dtype=np.float32))
+        return cls(params, nn.functional.normalize(rows, dim=1), torch.as_tensor(y_train, dtype=torch.float32))
+
+    def predict(self, x, prediction_type: str = "multiclass", device: str = "cpu", chunk: int = 2048) -> np.ndarray:
+        k = min(self.params.k, len(self.train_rows))
+        outputs = []
+        for start in range(0, len(x), chunk):
+            query = nn.functional.normalize(torch.from_numpy(np.array(x[start : start + chunk], np.float32)), dim=1)
+            nearest = (query @ self.train_rows.T).topk(k, dim=1).indices
+            outputs.append(self.train_targets[nearest].mean(dim=1).numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.train_targets.shape[1]), np.float32)

@@ -30,9 +30,9 @@ from ..hear import resolve_config
 from ..model import FusionModel
 from . import heareval_layout, metrics, provenance
 from .cache import embed_split, embedding_key
-from .downstream import TrainedPredictor, train_predictor
+from .downstream import KnnPredictor, TrainedPredictor, train_predictor
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
-from .protocol import HyperParameters, Protocol, aggregate, uses_scoring_for_early_stopping
+from .protocol import HyperParameters, KnnParameters, Protocol, aggregate, uses_scoring_for_early_stopping
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -49,8 +49,10 @@ class EvaluationSettings:
     progress: bool = True
 
 
-def result_path(results_dir: Path, model_name: str, task_name: str) -> Path:
-    return Path(results_dir) / model_name / f"{task_name}.json"
+def result_path(results_dir: Path, model_name: str, task_name: str, probe: str = "mlp") -> Path:
+    """``<model>/<task>.json`` for the kit's probe, ``<model>/<task>.<probe>.json`` for the others, so
+    results of different probes live side by side."""
+    return Path(results_dir) / model_name / (f"{task_name}.json" if probe == "mlp" else f"{task_name}.{probe}.json")
 
 
 def evaluate(
@@ -151,7 +153,7 @@ def _run(
     compute: Callable[[Task], dict],
 ) -> dict:
     """One model x task: reuse the stored result if its provenance holds, else compute and store it."""
-    out = result_path(settings.results_dir, model_name, task_path.name)
+    out = result_path(settings.results_dir, model_name, task_path.name, settings.protocol.probe)
     started = time.perf_counter()
     current: dict = {"protocol": settings.protocol.to_dict()}
     try:
@@ -163,7 +165,12 @@ def _run(
             if not reasons:
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
-        result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+        reason = settings.protocol.not_applicable(task.embedding_type)
+        if reason is not None:  # said, and the other tasks go on
+            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason}
+        else:
+            result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+        result["probe"] = settings.protocol.probe
     except (TaskError, ValueError, OSError, RuntimeError) as error:  # one failing task must not stop the others
         result = {
             "model": model_name,
@@ -237,7 +244,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     folds = task.folds()
     grid = protocol.grid(task.metadata)
 
-    def train(fold: Fold, params: HyperParameters) -> TrainedPredictor:
+    def train(fold: Fold, params: HyperParameters | KnnParameters) -> TrainedPredictor | KnnPredictor:
         return _train_fold(task, fold, data, params, settings, scoring, options)
 
     started = time.perf_counter()
@@ -289,7 +296,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     }
 
 
-def _rank(trained: TrainedPredictor, primary: metrics.Metric) -> float:
+def _rank(trained: TrainedPredictor | KnnPredictor, primary: metrics.Metric) -> float:
     return (primary if trained.monitor == "score" else metrics.VALIDATION_LOSS).rank(trained.validation_score)
 
 
@@ -329,13 +336,17 @@ def _train_fold(
     task: Task,
     fold: Fold,
     data: dict[str, SplitData],
-    params: HyperParameters,
+    params: HyperParameters | KnnParameters,
     settings: EvaluationSettings,
     scoring: bool,
     options: list[Postprocessing],
-) -> TrainedPredictor:
+) -> TrainedPredictor | KnnPredictor:
     x_train, y_train = _stack([data[s] for s in fold.train])
     valid = data[fold.valid]
+    if isinstance(params, KnnParameters):  # nothing to train: k is chosen by its validation score
+        predictor = KnnPredictor.fit(x_train, y_train, params)
+        predictor.validation_score, _ = _validator(task, valid, options)(predictor.predict(valid.x))
+        return predictor
     return train_predictor(
         x_train,
         y_train,
@@ -347,13 +358,16 @@ def _train_fold(
         metric=metrics.METRICS[task.primary_metric],
         postprocessing=None if scoring or not options else options[0],
         shuffle=settings.protocol.shuffle_batches,
+        standardize=settings.protocol.probe == "linear",
         device=settings.device,
         seed=settings.protocol.seed + fold.index,
         progress=settings.progress,
     )
 
 
-def _test_scores(task: Task, test: SplitData, trained: TrainedPredictor, device: str) -> dict[str, float]:
+def _test_scores(
+    task: Task, test: SplitData, trained: TrainedPredictor | KnnPredictor, device: str
+) -> dict[str, float]:
     labels = list(task.labels)
     probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":

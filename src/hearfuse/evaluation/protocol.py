@@ -45,6 +45,14 @@ KIT_TASK_GRIDS: dict[str, dict[str, list[Any]]] = {"dcase2016_task2": {"check_va
 #: The kit's own seed: ``task_predictions`` calls ``seed_everything(42)`` (runner default ``--deterministic True``).
 KIT_SEED = 42
 
+#: Downstream probes: ``mlp`` is the kit's protocol; ``linear`` and ``knn`` are the fast probes of newer
+#: benchmarks (X-ARES), which can rank representations differently.
+PROBES = ("mlp", "linear", "knn")
+#: Learning rates the linear probe chooses among on validation.
+LINEAR_LRS = (1e-2, 1e-3, 1e-4)
+#: Neighbour counts the kNN probe chooses among on validation (those above the training rows dropped).
+KNN_KS = (1, 3, 5, 10, 20, 50)
+
 
 @dataclass(frozen=True)
 class HyperParameters:
@@ -81,6 +89,16 @@ class HyperParameters:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class KnnParameters:
+    """One candidate of the kNN probe: the number of neighbours."""
+
+    k: int
+
+    def to_dict(self) -> dict:
+        return {"k": self.k}
 
 
 def task_grid(metadata: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -147,6 +165,11 @@ class Protocol:
     seed: int = KIT_SEED
     max_epochs: int | None = None
     shuffle_batches: bool = False
+    #: ``mlp`` (the kit's), ``linear`` (one linear layer on standardised embeddings, its learning rate
+    #: chosen among :data:`LINEAR_LRS` on validation, early stopping as the kit's) or ``knn`` (cosine
+    #: k nearest neighbours, k chosen among :data:`KNN_KS` on validation; scene tasks only).
+    #: ``grid_points`` applies to ``mlp`` only.
+    probe: str = "mlp"
 
     def __post_init__(self) -> None:
         if (
@@ -157,6 +180,8 @@ class Protocol:
             raise UsageError(f"grid_points must be between 1 and {GRID_SIZE} (the HEAR grid), got {self.grid_points}")
         if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
             raise UsageError(f"max_epochs must be a positive integer, got {self.max_epochs}")
+        if self.probe not in PROBES:
+            raise UsageError(f"probe must be one of {list(PROBES)}, got {self.probe!r}")
 
     def deviations(self) -> list[str]:
         """Options in which this protocol differs from the kit's run with default flags."""
@@ -164,11 +189,30 @@ class Protocol:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(kit, f.name)]
 
     def to_dict(self) -> dict:
-        return {"kit": KIT, **asdict(self)}
+        """Recorded in every result. The kit's probe is left implicit, so results stored before probes
+        existed (all mlp) keep matching and are not recomputed."""
+        recorded = {"kit": KIT, **asdict(self)}
+        if self.probe == "mlp":
+            del recorded["probe"]
+        return recorded
 
-    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters]:
-        """This run's grid points for a task (the kit's draw, then the epoch cap if any)."""
-        points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
+    def not_applicable(self, embedding_type: str) -> str | None:
+        """Why this protocol's probe cannot score a task of this kind; None when it can."""
+        if self.probe == "knn" and embedding_type != "scene":
+            return "the knn probe scores scene tasks only (clips, not frames): not applicable to an event task"
+        return None
+
+    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters] | list[KnnParameters]:
+        """This run's candidates for a task: the kit's draw (then the epoch cap if any) for ``mlp``, the
+        learning rates of a linear layer for ``linear`` (with the task's validation schedule), the
+        neighbour counts for ``knn``."""
+        if self.probe == "knn":
+            return [KnnParameters(k) for k in KNN_KS]
+        if self.probe == "linear":
+            schedule = {key: values[0] for key, values in task_grid(metadata).items() if key in _SCHEDULE}
+            points = [HyperParameters(0, lr, "xavier_uniform", **schedule) for lr in LINEAR_LRS]
+        else:
+            points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
         if self.max_epochs is not None:
             points = [replace(p, max_epochs=min(p.max_epochs, self.max_epochs)) for p in points]
         for point in points:
@@ -178,3 +222,7 @@ class Protocol:
                     f"(every {point.check_val_every_n_epoch} epochs for this task)"
                 )
         return points
+
+
+#: What the linear probe takes from a task's grid: how long to train and how often to validate.
+_SCHEDULE = ("batch_size", "max_epochs", "check_val_every_n_epoch", "patience")

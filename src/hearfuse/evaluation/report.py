@@ -1,8 +1,9 @@
 """Paper-style reports of evaluation results (cf. Table 2 of the paper).
 
-Input layout: one JSON file per (model, task)::
+Input layout: one JSON file per (model, task, probe)::
 
-    RESULTS_DIR/<model>/<task>.json
+    RESULTS_DIR/<model>/<task>.json            the kit's MLP
+    RESULTS_DIR/<model>/<task>.<probe>.json    the fast probes (linear, knn): one table each
 
     {"model": "fusion_cat_xwc", "task": "gm_pitch-v1-full", "status": "ok" | "failed",
      "error": "message when failed", "metric": "pitch_acc", "higher_is_better": true,
@@ -48,7 +49,9 @@ OTHER_PROTOCOL = "†"
 UNSCALED_METRICS = frozenset({"d_prime"})
 _LOWER_IS_BETTER_HINTS = ("error", "loss", "eer", "wer", "cer", "der")
 _REQUIRED_KEYS = ("model", "task", "status")
-_STATUSES = ("ok", "failed")
+_STATUSES = ("ok", "failed", "skipped")
+#: Probes in report order; a report holds one table per probe (never ranks one probe against another).
+_PROBE_ORDER = ("mlp", "linear", "knn")
 _MAX_ERROR_CHARS = 500
 
 
@@ -74,13 +77,31 @@ def load_results(results_dir: str | Path) -> list[dict]:
         if path.name.startswith(".") or path.parent.name.startswith(".") or not path.is_file():
             continue
         record = _read_record(path)
-        key = (record["model"], record["task"])
+        key = (record["model"], record["task"], probe_of(record))
         if key in seen:
-            raise ValueError(f"{path}: duplicate result for model {key[0]!r}, task {key[1]!r} (also in {seen[key]})")
+            raise ValueError(
+                f"{path}: duplicate result for model {key[0]!r}, task {key[1]!r}, probe {key[2]!r} "
+                f"(also in {seen[key]})"
+            )
         seen[key] = path
         records.append(record)
     records.sort(key=lambda r: (r["model"], r["task"]))
     return records
+
+
+def probe_of(record: dict) -> str:
+    """The downstream probe a result was scored with (results before probes existed: the kit's mlp)."""
+    protocol = record.get("protocol") if isinstance(record.get("protocol"), dict) else {}
+    return str(record.get("probe") or protocol.get("probe") or "mlp")
+
+
+def by_probe(results: Sequence[dict]) -> dict[str, list[dict]]:
+    """Results grouped by probe, mlp first."""
+    groups: dict[str, list[dict]] = {}
+    for record in results:
+        groups.setdefault(probe_of(record), []).append(record)
+    order = {probe: index for index, probe in enumerate(_PROBE_ORDER)}
+    return dict(sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
 def _read_record(path: Path) -> dict:
@@ -246,6 +267,8 @@ def markdown_table(results: Sequence[dict]) -> str:
             record = cells.get((model, task))
             if record is None:
                 body[model, task] = MISSING
+            elif record["status"] == "skipped":
+                body[model, task] = NOT_AVAILABLE
             elif record["status"] != "ok":
                 body[model, task] = FAILED
             else:
@@ -279,7 +302,7 @@ def failures(results: Sequence[dict]) -> list[tuple[str, str, str]]:
     for model in models:
         for column in columns:
             record = cells.get((model, column["task"]))
-            if record is not None and record["status"] != "ok":
+            if record is not None and record["status"] == "failed":
                 out.append((model, column["task"], str(record.get("error") or "no error message recorded")))
     return out
 
@@ -357,6 +380,8 @@ def secondary_table(results: Sequence[dict]) -> str:
                 record = cells.get((model, task))
                 if record is None:
                     row.append(MISSING)
+                elif record["status"] == "skipped":
+                    row.append(NOT_AVAILABLE)
                 elif record["status"] != "ok":
                     row.append(FAILED)
                 else:
@@ -430,7 +455,7 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
         for j, column in enumerate(columns):
             x = j - group / 2 + (i + 0.5) * bar_width
             record = cells.get((model, column["task"]))
-            if record is None:
+            if record is None or record["status"] == "skipped":
                 continue
             if record["status"] != "ok":
                 failed_x.append(x)
@@ -517,7 +542,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
 
     models = _ordered_unique(r["model"] for r in results)
     tasks = sorted({r["task"] for r in results})
-    n_failed = sum(r["status"] != "ok" for r in results)
+    n_failed = sum(r["status"] == "failed" for r in results)
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     parts = [
         "# Evaluation report\n",
@@ -525,23 +550,34 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             f"Generated {now} from `{results_dir}`: {len(models)} model(s), {len(tasks)} task(s), "
             f"{len(results)} run(s), {n_failed} failed.\n"
         ),
-        "## Primary metric\n",
-        (
-            "Test scores, mean ± std over folds (std omitted for a single fold), ×100 except d_prime. "
-            "Best per task in **bold**, second best <u>underlined</u> (ties share the rank); "
-            f"`{FAILED}`: the run failed, `{MISSING}`: not run.\n"
-        ),
-        markdown_table(results),
-        f"![Primary metric per task]({png_path.name})\n",
-        "## Failed runs\n",
-        _failures_markdown(results) or "None.\n",
     ]
-    protocol = _protocol_markdown(results)
+    charts = []
+    for index, (probe, group) in enumerate(by_probe(results).items()):
+        chart = png_path if index == 0 else out / f"report-{probe}.png"
+        charts.append((group, chart))
+        parts += [
+            "## Primary metric\n" if probe == "mlp" else f"## Primary metric, {probe} probe\n",
+            (
+                "Test scores, mean ± std over folds (std omitted for a single fold), ×100 except d_prime. "
+                "Best per task in **bold**, second best <u>underlined</u> (ties share the rank); "
+                f"`{FAILED}`: the run failed, `{MISSING}`: not run, `{NOT_AVAILABLE}`: the probe does not "
+                "apply or the metric is missing.\n"
+                + ("" if probe == "mlp" else f"Scored with the {probe} probe (`--probe {probe}`), not the kit's MLP.\n")
+            ),
+            markdown_table(group),
+            f"![Primary metric per task{'' if probe == 'mlp' else f', {probe} probe'}]({chart.name})\n",
+        ]
+    groups = by_probe(results)
+    parts += ["## Failed runs\n", "".join(_failures_markdown(group) for group in groups.values()) or "None.\n"]
+    protocol = _protocol_markdown(groups.get("mlp", []))
     if protocol:
         parts += ["## Downstream protocol\n", protocol]
-    secondary = secondary_table(results)
-    if secondary:
-        parts += ["## Secondary metrics\n", "Same formatting, no ranking.\n", secondary]
+    for probe, group in groups.items():
+        secondary = secondary_table(group)
+        if secondary:
+            title = "## Secondary metrics\n" if probe == "mlp" else f"## Secondary metrics, {probe} probe\n"
+            parts += [title, "Same formatting, no ranking.\n", secondary]
     md_path.write_text("\n".join(parts), encoding="utf-8")
-    bar_chart(results, png_path)
+    for group, chart in charts:
+        bar_chart(group, chart)
     return md_path, png_path

@@ -1,0 +1,159 @@
+"""The fast probes (``--probe linear|knn``) against scikit-learn, and how evaluate and the report
+keep them apart from the kit's MLP."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from hearfuse.config import FusionConfig, MemberConfig
+from hearfuse.evaluation.downstream import MLP, KnnPredictor, column_moments, train_predictor
+from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
+from hearfuse.evaluation.metrics import METRICS
+from hearfuse.evaluation.protocol import LINEAR_LRS, HyperParameters, KnnParameters, Protocol
+from hearfuse.evaluation.report import load_results, write_report
+
+from . import taskgen
+
+CREPE_TINY = FusionConfig(
+    "crepe_tiny", (MemberConfig("crepe", "crepe", "tiny", options={"hop_ms": 50, "scene_hop_ms": 50}),)
+)
+
+
+def _clusters(seed: int, n: int = 300, dims: int = 16, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dims)) * 2
+    labels = rng.integers(0, classes, n)
+    return (centres[labels] + rng.normal(size=(n, dims))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_knn_probabilities_equal_scikit_learns_cosine_neighbours(k):
+    x, labels = _clusters(0)
+    one_hot = np.eye(4, dtype=np.float32)[labels]
+    ours = KnnPredictor.fit(x[:200], one_hot[:200], KnnParameters(k)).predict(x[200:])
+    reference = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(x[:200], labels[:200])
+    np.testing.assert_allclose(ours, reference.predict_proba(x[200:]), atol=1e-6)
+
+
+def test_knn_multilabel_is_the_per_label_neighbour_vote():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 8)).astype(np.float32)
+    y = (rng.random((120, 3)) < 0.4).astype(np.float32)
+    ours = KnnPredictor.fit(x[:90], y[:90], KnnParameters(5)).predict(x[90:], "multilabel")
+    reference = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute").fit(x[:90], y[:90])
+    expected = np.stack([p[:, 1] for p in reference.predict_proba(x[90:])], axis=1)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_column_moments_and_the_standardised_linear_layer():
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(1000, 5)) * [1, 10, 100, 0.1, 3] + [5, -2, 0, 1, 7]).astype(np.float32)
+    mean, std = column_moments(x, chunk=128)
+    np.testing.assert_allclose(mean.numpy(), x.astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(std.numpy(), x.astype(np.float64).std(axis=0), rtol=1e-4)
+    model = MLP(5, 3, HyperParameters(0, 1e-3, "xavier_uniform"), (mean, std))
+    (linear,) = model.layers
+    inputs = torch.from_numpy(x[:10])
+    expected = linear((inputs - mean) / std)
+    torch.testing.assert_close(model(inputs), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_linear_probe_separates_what_logistic_regression_separates():
+    x, labels = _clusters(3, n=600)
+    one_hot = np.eye(4, dtype=np.float32)[labels]
+    metric = METRICS["top1_acc"]
+
+    def validate(probabilities):
+        return metric(probabilities, one_hot[400:500], label_vocabulary=["a", "b", "c", "d"]), None
+
+    trained = [
+        train_predictor(
+            x[:400], one_hot[:400], x[400:500], one_hot[400:500],
+            HyperParameters(0, lr, "xavier_uniform", max_epochs=300, check_val_every_n_epoch=3),
+            prediction_type="multiclass", validate=validate, metric=metric, standardize=True,
+        )
+        for lr in LINEAR_LRS
+    ]  # fmt: skip
+    best = max(trained, key=lambda t: t.validation_score)
+    ours = best.predict(x[500:], "multiclass").argmax(axis=1)
+    reference = LogisticRegression(max_iter=2000).fit(x[:400], labels[:400]).predict(x[500:])
+    assert (ours == labels[500:]).mean() >= (reference == labels[500:]).mean() - 0.03
+    assert (ours == reference).mean() >= 0.95
+
+
+def test_the_linear_and_knn_grids():
+    metadata = {"task_name": "x", "evaluation_params": {"task_specific_param_grid": {"check_val_every_n_epoch": [5]}}}
+    linear = Protocol(probe="linear", max_epochs=50).grid(metadata)
+    assert [p.lr for p in linear] == list(LINEAR_LRS)
+    assert all(p.hidden_layers == 0 and p.max_epochs == 50 and p.check_val_every_n_epoch == 5 for p in linear)
+    assert [p.k for p in Protocol(probe="knn").grid(metadata)] == [1, 3, 5, 10, 20, 50]
+    assert Protocol().to_dict() == {k: v for k, v in Protocol(probe="mlp").to_dict().items()}
+    assert "probe" not in Protocol().to_dict() and Protocol(probe="knn").to_dict()["probe"] == "knn"
+    assert Protocol(probe="knn").deviations() == ["probe"]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    """CREPE tiny on a scene task and an event task under all three probes, into one results folder."""
+    root = tmp_path_factory.mktemp("probes")
+    tasks = root / "tasks"
+    taskgen.scene_task(tasks)
+    taskgen.event_task(tasks)
+    results = {}
+    for probe in ("mlp", "linear", "knn"):
+        settings = EvaluationSettings(
+            root / "cache",
+            root / "results",
+            protocol=Protocol(grid_points=1, max_epochs=9, probe=probe),
+            progress=False,
+        )
+        results[probe] = {r["task"]: r for r in evaluate([CREPE_TINY], tasks, settings)}
+    return root, results
+
+
+def test_every_probe_scores_and_records_itself_and_knn_skips_event_tasks(probed):
+    root, results = probed
+    for probe in ("mlp", "linear"):
+        assert {r["status"] for r in results[probe].values()} == {"ok"}
+        assert all(r["probe"] == probe for r in results[probe].values())
+    knn = results["knn"]
+    assert knn["tones_multiclass-v1-full"]["status"] == "ok"
+    assert knn["tone_events-v1-full"]["status"] == "skipped"
+    assert "scene tasks only" in knn["tone_events-v1-full"]["reason"]
+    assert [g["params"] for g in knn["tones_multiclass-v1-full"]["grid"]][:2] == [{"k": 1}, {"k": 3}]
+    names = sorted(p.name for p in (root / "results" / "crepe_tiny").glob("*.json"))
+    assert "tones_multiclass-v1-full.json" in names and "tones_multiclass-v1-full.linear.json" in names
+    assert "tone_events-v1-full.knn.json" in names
+
+
+def test_the_report_keeps_one_table_per_probe(probed):
+    root, _ = probed
+    assert len(load_results(root / "results")) == 6
+    markdown, chart = write_report(root / "results")
+    text = markdown.read_text()
+    assert (
+        text.index("## Primary metric\n")
+        < text.index("## Primary metric, linear probe")
+        < text.index("## Primary metric, knn probe")
+    )
+    knn_table = text[text.index("## Primary metric, knn probe") :]
+    assert "| crepe_tiny |" in knn_table and "n/a" in knn_table.split("\n## ")[0]
+    assert (root / "results" / "report-linear.png").is_file() and (root / "results" / "report-knn.png").is_file()
+    assert "0 failed" in text
+
+
+def test_the_probe_option_through_the_command_line(probed, capsys):
+    from hearfuse.cli import main
+
+    root, _ = probed
+    config = root / "crepe_tiny.json"
+    config.write_text(json.dumps(CREPE_TINY.to_dict()))
+    command = ["evaluate", "-m", str(config), "--tasks", str(root / "tasks"), "--results", str(root / "results")]
+    assert main([*command, "--probe", "knn", "--cache", str(root / "cache"), "-q"]) == 0  # skipped is not failed
+    assert "skipped: crepe_tiny on tone_events-v1-full" in capsys.readouterr().out
