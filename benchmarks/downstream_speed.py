@@ -38,7 +38,7 @@ from hearfuse.evaluation.events import (
     decode_events,
     postprocessing_options,
 )
-from hearfuse.evaluation.protocol import KnnParameters, Protocol
+from hearfuse.evaluation.protocol import PROBES, KnnParameters, Protocol
 
 from ._env import environment, write_json
 
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--width", type=int, default=3072)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--probe", choices=("mlp", "linear", "knn"), default="mlp")
+    parser.add_argument("--probe", choices=PROBES, default="mlp")
     args = parser.parse_args()
     if args.probe == "knn" and args.task != "scene":
         parser.error("the knn probe scores scene tasks only: use --task scene")

@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from hearfuse.audio import AudioInfo, audio_info, load_audio
+from hearfuse.audio import AudioInfo, audio_info, load_audio, resample
 from hearfuse.batching import plan_batches
 from hearfuse.cluster import connect
 from hearfuse.corpus import Manifest, _batches, _prepare, embed_files, embed_files_on_ray, write_output
@@ -55,18 +55,12 @@ def make_folder(root: Path, files: int, seconds: float) -> float:
         if index % 2:
             path = root / "flac" / f"clip{index:03d}.flac"
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, load_audio_resampled(clip, 44100), 44100)
+            sf.write(path, resample(clip, 16000, 44100), 44100)
         else:
             path = root / "wav" / f"clip{index:03d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, clip, 16000, subtype="FLOAT")
     return files * seconds
-
-
-def load_audio_resampled(clip: np.ndarray, rate: int) -> np.ndarray:
-    from hearfuse.audio import resample
-
-    return resample(clip.astype(np.float32), 16000, rate)
 
 
 def model_only(model: FusionModel, folder: Path, batch_seconds: float) -> tuple[float, float]:
@@ -98,9 +92,7 @@ def driver_costs(config, folder: Path, scratch: Path, batch_seconds: float) -> t
     arrays = {"scene_embedding": np.zeros(2048, np.float32)}
     started = time.perf_counter()
     for batch in _batches(todo, batch_seconds):
-        for item, info in batch:
-            run.commit(item, info, write_output(out / item.output, arrays))
-        run.flush()
+        run.settle(batch, [write_output(out / item.output, arrays) for item, _ in batch])
     commit = (time.perf_counter() - started) / len(todo)
     run.close()
     assert len(Manifest.load(out)) == len(todo)

@@ -96,9 +96,13 @@ def test_help_answers_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     from hearfuse import presets
-    from hearfuse.cli import DEFAULT_PRESET_NAME
+    from hearfuse.cli import DEFAULT_PRESET_NAME, build_parser
+    from hearfuse.evaluation.protocol import PROBES
 
     assert DEFAULT_PRESET_NAME == presets.DEFAULT_PRESET
+    # written out too, for the same reason: every probe of the protocol is a --probe choice
+    for probe in PROBES:
+        assert build_parser().parse_args(["evaluate", "--probe", probe]).probe == probe
 
 
 def test_models_and_config_checks_answer_without_importing_torch_or_transformers():

@@ -95,6 +95,7 @@ def test_the_linear_and_knn_grids():
     assert [p.k for p in Protocol(probe="knn").grid(metadata)] == [1, 3, 5, 10, 20, 50]
     assert Protocol().to_dict() == {k: v for k, v in Protocol(probe="mlp").to_dict().items()}
     assert "probe" not in Protocol().to_dict() and Protocol(probe="knn").to_dict()["probe"] == "knn"
+    assert Protocol(probe="linear").to_dict()["candidates"] == list(LINEAR_LRS)  # changing them makes results stale
     assert Protocol(probe="knn").deviations() == ["probe"]
 
 

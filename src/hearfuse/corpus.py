@@ -34,9 +34,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_audio, load_each
+from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_each
 from .batching import plan_batches
 from .config import FusionConfig
+from .dtypes import torch_dtype
 from .errors import UsageError
 from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
 from .model import FusionModel
@@ -317,6 +318,20 @@ def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "") -> Pa
     return write_partial(path, lambda handle: np.savez(handle, **arrays), tag=tag)
 
 
+def embed_and_write(
+    model: FusionModel, decoded: list[np.ndarray | str], kinds: Sequence[str], outputs: list[Path], tag: str = ""
+) -> list[Path | str]:
+    """One batch, from :func:`~hearfuse.audio.load_each`'s result to written outputs: for each clip the
+    temporary file its arrays were written to (beside its output path), or why it failed (decoding or
+    embedding). The same for one process and for a Ray model worker."""
+    results: list[Path | str] = list(decoded)  # decoding errors stay as they are
+    good = [index for index, clip in enumerate(decoded) if not isinstance(clip, str)]
+    if good:
+        for index, output in zip(good, embed_clips(model, [decoded[index] for index in good], kinds)):
+            results[index] = output if isinstance(output, str) else write_output(outputs[index], output, tag)
+    return results
+
+
 @dataclass
 class _Run:
     """One embedding run as its driver sees it: where outputs go, what is embedded, and its manifest
@@ -372,6 +387,16 @@ class _Run:
         self.record(item, "ok", info)
         self.summary.embedded += 1
         self.summary.audio_seconds += info.duration
+
+    def settle(self, batch: list[tuple[InputFile, AudioInfo]], results: list[Path | str]) -> None:
+        """Commit each clip's written output, or record why it failed (:func:`embed_and_write`'s
+        results), then write the batch's records."""
+        for (item, info), result in zip(batch, results):
+            if isinstance(result, str):
+                self.record(item, "failed", info, result)
+            else:
+                self.commit(item, info, result)
+        self.flush()
 
 
 def _prepare(
@@ -452,20 +477,9 @@ def embed_files(
     bar = _Progress(run, len(todo), progress)
     try:
         for batch in _batches(todo, batch_seconds):
-            loaded = []
-            for item, info in batch:
-                try:
-                    loaded.append((item, info, load_audio(item.path, model.sample_rate)))
-                except (AudioError, OSError) as error:
-                    run.record(item, "failed", info, str(error))
-            if loaded:
-                outputs = embed_clips(model, [audio for _, _, audio in loaded], run.kinds)
-                for (item, info, _), output in zip(loaded, outputs):
-                    if isinstance(output, str):
-                        run.record(item, "failed", info, output)
-                    else:
-                        run.commit(item, info, write_output(run.out_dir / item.output, output))
-            run.flush()
+            decoded = load_each([str(item.path) for item, _ in batch], model.sample_rate)
+            outputs = [run.out_dir / item.output for item, _ in batch]
+            run.settle(batch, embed_and_write(model, decoded, run.kinds, outputs))
             bar.update(len(batch))
     finally:
         bar.close()
@@ -484,25 +498,14 @@ class _EmbedWorker:
     temporary name, and returns the names for the driver to commit (or why a clip failed)."""
 
     def __init__(self, config: FusionConfig, device: str, dtype: str | None, threads: int, kinds: tuple[str, ...]):
-        from .dtypes import torch_dtype
-
         torch.set_num_threads(threads)
         self.model = FusionModel.from_config(config, device=device, dtype=torch_dtype(dtype) if dtype else None)
         self.kinds = kinds
 
-    def embed(self, outputs: list[str], decoded: list[np.ndarray | str], tag: str) -> list[tuple[str, str]]:
-        """``decoded``: the batch's clips as its decoding task returned them (Ray resolves the task's
-        result before the call; if that task died more often than Ray retries, so does this call)."""
-        results = [("failed", clip) if isinstance(clip, str) else ("", "") for clip in decoded]
-        good = [index for index, clip in enumerate(decoded) if not isinstance(clip, str)]
-        if good:
-            embedded = embed_clips(self.model, [decoded[index] for index in good], self.kinds)
-            for index, output in zip(good, embedded):
-                if isinstance(output, str):
-                    results[index] = ("failed", output)
-                else:
-                    results[index] = ("ok", str(write_output(Path(outputs[index]), output, tag=tag)))
-        return results
+    def embed(self, outputs: list[Path], decoded: list[np.ndarray | str], tag: str) -> list[Path | str]:
+        """:func:`embed_and_write` of one batch. ``decoded`` is its decoding task's result (Ray resolves
+        it before the call; if that task died more often than Ray retries, so does this call)."""
+        return embed_and_write(self.model, decoded, self.kinds, outputs, tag)
 
 
 def embed_files_on_ray(
@@ -538,7 +541,8 @@ def embed_files_on_ray(
     worker_class = ray.remote(max_restarts=-1, max_task_retries=2, **placement.options())(_EmbedWorker)
     waiting = collections.deque(_batches(todo, batch_seconds))
     count = placement.workers(workers) if waiting else 0  # nothing left to do: no model is loaded
-    pool = [worker_class.remote(config, device, dtype, worker_cpus, run.kinds) for _ in range(count)]
+    threads = placement.options()["num_cpus"]  # the CPUs each worker holds are the threads it uses
+    pool = [worker_class.remote(config, device, dtype, threads, run.kinds) for _ in range(count)]
     queued = dict.fromkeys(pool, 0)
     in_flight: dict = {}
     tag = f"ray{os.getpid()}-"
@@ -549,7 +553,7 @@ def embed_files_on_ray(
                 worker = min(queued, key=queued.get)
                 batch = waiting.popleft()
                 decoded = decode.remote([str(item.path) for item, _ in batch], FusionModel.sample_rate)
-                outputs = [str(run.out_dir / item.output) for item, _ in batch]
+                outputs = [run.out_dir / item.output for item, _ in batch]
                 in_flight[worker.embed.remote(outputs, decoded, tag)] = (worker, batch)
                 queued[worker] += 1
             (ready,), _ = ray.wait(list(in_flight), num_returns=1)
@@ -561,13 +565,8 @@ def embed_files_on_ray(
                 if len(batch) > 1:
                     waiting.extendleft([pair] for pair in reversed(batch))
                     continue
-                results = [("failed", f"the Ray work decoding or embedding it kept failing ({type(error).__name__})")]
-            for (item, info), (status, value) in zip(batch, results):
-                if status == "ok":
-                    run.commit(item, info, Path(value))
-                else:
-                    run.record(item, "failed", info, value)
-            run.flush()
+                results = [f"the Ray work decoding or embedding it kept failing ({type(error).__name__})"]
+            run.settle(batch, results)
             bar.update(len(batch))
     finally:
         bar.close()

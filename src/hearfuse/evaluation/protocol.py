@@ -50,7 +50,8 @@ KIT_SEED = 42
 PROBES = ("mlp", "linear", "knn")
 #: Learning rates the linear probe chooses among on validation.
 LINEAR_LRS = (1e-2, 1e-3, 1e-4)
-#: Neighbour counts the kNN probe chooses among on validation (those above the training rows dropped).
+#: Neighbour counts the kNN probe chooses among on validation (a k above the training rows votes with all
+#: of them, so it ties with the smaller k that already did, and the smaller is chosen).
 KNN_KS = (1, 3, 5, 10, 20, 50)
 
 
@@ -190,10 +191,13 @@ class Protocol:
 
     def to_dict(self) -> dict:
         """Recorded in every result. The kit's probe is left implicit, so results stored before probes
-        existed (all mlp) keep matching and are not recomputed."""
+        existed (all mlp) keep matching and are not recomputed; a fast probe records the candidates it
+        chose among, so changing them makes its stored results stale."""
         recorded = {"kit": KIT, **asdict(self)}
         if self.probe == "mlp":
             del recorded["probe"]
+        else:
+            recorded["candidates"] = list(LINEAR_LRS if self.probe == "linear" else KNN_KS)
         return recorded
 
     def not_applicable(self, embedding_type: str) -> str | None:

@@ -551,8 +551,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             f"{len(results)} run(s), {n_failed} failed.\n"
         ),
     ]
+    groups = by_probe(results)
     charts = []
-    for index, (probe, group) in enumerate(by_probe(results).items()):
+    for index, (probe, group) in enumerate(groups.items()):
         chart = png_path if index == 0 else out / f"report-{probe}.png"
         charts.append((group, chart))
         parts += [
@@ -567,7 +568,6 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             markdown_table(group),
             f"![Primary metric per task{'' if probe == 'mlp' else f', {probe} probe'}]({chart.name})\n",
         ]
-    groups = by_probe(results)
     parts += ["## Failed runs\n", "".join(_failures_markdown(group) for group in groups.values()) or "None.\n"]
     protocol = _protocol_markdown(groups.get("mlp", []))
     if protocol:
