@@ -47,7 +47,7 @@ class NoiseUpstream(Upstream):
     def frame_centers_ms(self, num_samples, *, scene=False):
         return torch.arange(centered_frame_count(num_samples, 800, 0), dtype=torch.float64) * 50
 
-    def visit_states(self, audio, visit, *, scene=False):
+    def visit_states(self, audio, visit, *, scene=False, needed=None):
         frames = len(self.frame_centers_ms(audio.shape[-1]))
         visit(0, torch.randn(audio.shape[0], frames, 64, generator=self.generator))
 
@@ -224,8 +224,8 @@ def test_cache_resumes_after_a_kill_and_rebuilds_when_its_record_differs(tasks_r
     fresh = embed_split(model, task, "train", tmp_path / "a")
     assert isinstance(fresh.rows, np.memmap) and fresh.timestamps is not None and fresh.rows.shape[1] == 256
     assert fresh.files == task.kit_file_order()["train"]  # stored in the kit's memmap order
-    assert read_split(split_dir(tmp_path / "a", embedding_key(model), task, "train")).files == fresh.files
-    directory = split_dir(tmp_path / "b", embedding_key(model), task, "train")
+    assert read_split(split_dir(tmp_path / "a", embedding_key(model.config), task, "train")).files == fresh.files
+    directory = split_dir(tmp_path / "b", embedding_key(model.config), task, "train")
     embed_split(model, task, "train", tmp_path / "b")
     lines = (directory / "index.jsonl").read_text().splitlines()
     (directory / "index.jsonl").write_text("\n".join(lines[:5]) + '\n{"file": "cut sho')
@@ -247,16 +247,18 @@ def test_cache_index_never_names_rows_missing_on_disk(tasks_root, tmp_path, monk
     task = load_task(tasks_root / "tone_events-v1-full")
     model = FusionModel.from_config(CREPE_TINY)
     fresh = embed_split(model, task, "valid", tmp_path / "fresh")
-    directory = split_dir(tmp_path / "cut", embedding_key(model), task, "valid")
+    directory = split_dir(tmp_path / "cut", embedding_key(model.config), task, "valid")
     embed_split(model, task, "valid", tmp_path / "cut")
     entries = [json.loads(line) for line in (directory / "index.jsonl").read_text().splitlines()]
     cut_at = entries[-3]["start"] + 2  # inside the third-last clip
     with open(directory / "rows.f32", "r+b") as handle:
         handle.truncate(cut_at * 256 * 4)
     embedded = []
-    original = FusionModel.embed
+    original = FusionModel.embed_variants
     monkeypatch.setattr(
-        FusionModel, "embed", lambda self, audio, **k: embedded.append(len(audio)) or original(self, audio, **k)
+        FusionModel,
+        "embed_variants",
+        lambda self, audio, *a, **k: embedded.append(len(audio)) or original(self, audio, *a, **k),
     )
     resumed = embed_split(model, task, "valid", tmp_path / "cut")
     assert sum(embedded) == 3  # exactly the three clips whose rows were not all on disk
@@ -497,18 +499,18 @@ def small_run(tasks_root, tmp_path):
         import hearfuse.evaluation.evaluate as module
 
         calls = {"embedded": 0, "trained": 0}
-        embed, score = FusionModel.embed, module.score_task
+        embed, score = FusionModel.embed_variants, module.score_task
 
-        def counting_embed(self, audio, **kwargs):
+        def counting_embed(self, audio, *args, **kwargs):
             calls["embedded"] += len(audio)
-            return embed(self, audio, **kwargs)
+            return embed(self, audio, *args, **kwargs)
 
         def counting_score(*args, **kwargs):
             calls["trained"] += 1
             return score(*args, **kwargs)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(FusionModel, "embed", counting_embed)
+            patch.setattr(FusionModel, "embed_variants", counting_embed)
             patch.setattr(module, "score_task", counting_score)
             result = evaluate([config], root, settings, dtype=dtype)[0]
         return result, calls

@@ -24,7 +24,7 @@ def test_local_features_are_exact_across_window_seams(upstream, seconds):
     aggregation = LayerAggregation("layers", (0,))
     with torch.inference_mode():
         full = aggregate(upstream, audio, aggregation)
-        windowed = windowed_aggregate(upstream, audio, aggregation, Windowing(1.0, 0.3))
+        windowed = windowed_aggregate(upstream, audio, [aggregation], Windowing(1.0, 0.3))[0]
     assert windowed.shape == full.shape
     torch.testing.assert_close(windowed, full, rtol=1e-4, atol=1e-4)
 
@@ -33,7 +33,7 @@ def test_local_features_are_exact_across_window_seams(upstream, seconds):
 def test_frame_count_matches_full_context(upstream, samples):
     audio = sine_batch(1, samples / 16000)
     with torch.inference_mode():
-        windowed = windowed_aggregate(upstream, audio, LayerAggregation("mean"), Windowing(0.8, 0.2))
+        windowed = windowed_aggregate(upstream, audio, [LayerAggregation("mean")], Windowing(0.8, 0.2))[0]
     assert windowed.shape[1] == (samples - 400) // 320 + 1
 
 
@@ -41,7 +41,7 @@ def test_short_clips_are_not_windowed(upstream):
     audio = sine_batch(1, 0.7)
     with torch.inference_mode():
         full = aggregate(upstream, audio, LayerAggregation("mean"))
-        windowed = windowed_aggregate(upstream, audio, LayerAggregation("mean"), Windowing(1.0, 0.2))
+        windowed = windowed_aggregate(upstream, audio, [LayerAggregation("mean")], Windowing(1.0, 0.2))[0]
     assert torch.equal(full, windowed)
 
 
@@ -49,15 +49,15 @@ def test_every_window_is_bounded(upstream, monkeypatch):
     import hearfuse.fusion.windowing as windowing
 
     lengths = []
-    real = windowing.aggregate
+    real = windowing.aggregate_each
 
     def spy(up, audio, *args, **kwargs):
         lengths.append(audio.shape[-1])
         return real(up, audio, *args, **kwargs)
 
-    monkeypatch.setattr(windowing, "aggregate", spy)
+    monkeypatch.setattr(windowing, "aggregate_each", spy)
     with torch.inference_mode():
-        windowed_aggregate(upstream, sine_batch(1, 6.0), LayerAggregation("last"), Windowing(1.0, 0.25))
+        windowed_aggregate(upstream, sine_batch(1, 6.0), [LayerAggregation("last")], Windowing(1.0, 0.25))
     assert len(lengths) > 5 and max(lengths) <= 16000 + 320
 
 
@@ -77,8 +77,10 @@ def test_frame_independent_models_are_windowed_exactly(options, scene):
     aggregation = LayerAggregation("last")
     with torch.inference_mode():
         full = aggregate(upstream, audio, aggregation, scene=scene)
-        windowed = windowed_aggregate(upstream, audio, aggregation, Windowing(1.0, 0.3), scene=scene)
-        pieces = list(windowed_pieces(upstream, audio, aggregation, Windowing(1.0, 0.3), scene=scene))
+        windowed = windowed_aggregate(upstream, audio, [aggregation], Windowing(1.0, 0.3), scene=scene)[0]
+        pieces = [
+            piece for (piece,) in windowed_pieces(upstream, audio, [aggregation], Windowing(1.0, 0.3), scene=scene)
+        ]
     assert len(pieces) > 2
     assert windowed.shape == full.shape
     torch.testing.assert_close(windowed, full, rtol=1e-5, atol=1e-5)

@@ -198,8 +198,7 @@ def _download(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import logging
 
-    from .evaluation.evaluate import EvaluationSettings, evaluate, evaluate_embeddings
-    from .evaluation.protocol import Protocol
+    from .evaluation.evaluate import evaluate, evaluate_embeddings
     from .evaluation.report import write_report
 
     if bool(args.embeddings) == bool(args.model or args.tasks):
@@ -220,20 +219,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.embeddings = args.embeddings and str(Path(args.embeddings).resolve())
         else:
             device = _device(args.device)
-        settings = EvaluationSettings(
-            cache_dir=_writable_folder("--cache", args.cache).resolve() if args.cache else results_dir / "embeddings",
-            results_dir=results_dir,
-            device=device,
-            protocol=Protocol(
-                grid_points=args.grid_points,
-                seed=args.seed,
-                max_epochs=args.max_epochs,
-                shuffle_batches=args.shuffle_batches,
-                probe=args.probe,
-            ),
-            batch_seconds=args.batch_seconds,
-            progress=not args.quiet,
-        )
+        settings = _settings(args, results_dir, device)
         on_ray = args.ray is not None
         if args.embeddings:
             results = evaluate_embeddings(args.embeddings, settings, only=args.task or (), on_ray=on_ray)
@@ -247,6 +233,62 @@ def _evaluate(args: argparse.Namespace) -> int:
         if result["status"] == "skipped":
             print(f"skipped: {result['model']} on {result['task']}: {result['reason']}")
     failed = [r for r in results if r["status"] == "failed"]
+    for result in failed:
+        print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _settings(args: argparse.Namespace, results_dir: Path, device: str):
+    from .evaluation.evaluate import EvaluationSettings
+    from .evaluation.protocol import Protocol
+
+    return EvaluationSettings(
+        cache_dir=_writable_folder("--cache", args.cache).resolve() if args.cache else results_dir / "embeddings",
+        results_dir=results_dir,
+        device=device,
+        protocol=Protocol(
+            grid_points=args.grid_points,
+            seed=args.seed,
+            max_epochs=args.max_epochs,
+            shuffle_batches=args.shuffle_batches,
+            probe=args.probe,
+        ),
+        batch_seconds=args.batch_seconds,
+        progress=not args.quiet,
+    )
+
+
+def _layers(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from .evaluation.layers import analyse_layers, chosen_config, write_outputs
+
+    logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
+    if args.write_config and Path(args.write_config).suffix not in (".toml", ".json"):
+        raise UsageError(f"--write-config {args.write_config}: expected a .toml or .json file name")
+    if args.write_config:
+        _writable_folder("--write-config", str(Path(args.write_config).expanduser().parent))
+    results_dir = _writable_folder("--results", args.results).resolve()
+    settings = _settings(args, results_dir, _device(args.device))
+    # the views' results live apart from evaluate's models (one report each); embeddings are shared
+    settings = dataclasses.replace(settings, results_dir=results_dir / "layers")
+    config, analysed = analyse_layers(
+        args.model,
+        args.tasks,
+        settings,
+        members=args.members or (),
+        only=args.task or (),
+        dtype=torch_dtype(args.dtype),
+        learn_weights=bool(args.write_config) and args.choose == "learned",
+    )
+    markdown, table, pictures = write_outputs(config, analysed, args.probe, settings.results_dir)
+    print(markdown.read_text())
+    print(f"table: {markdown}, {table}; heatmaps: {', '.join(str(p) for p in pictures)}")
+    if args.write_config:
+        written = chosen_config(config, analysed, args.choose).save(Path(args.write_config).expanduser())
+        print(f"config ({args.choose} layers): {written}")
+    failed = [r for layers in analysed for per_task in layers.results for r in per_task if r["status"] == "failed"]
     for result in failed:
         print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
     return 1 if failed else 0
@@ -299,6 +341,53 @@ def _list_tasks(args: argparse.Namespace) -> int:
         print(f"{task.name:16} {task.kind:20} stands in for {task.stands_in_for}")
         print(f"{'':16} labels: {task.labels}; metric: {task.metric}")
     return 0
+
+
+def _evaluation_options(command: argparse.ArgumentParser, *, default_probe: str) -> None:
+    """The options ``evaluate`` and ``layers`` share: tasks, where results and embeddings go, device,
+    and the downstream protocol."""
+    command.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
+    command.add_argument("--results", default="results", help="results directory (default: results)")
+    command.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
+    command.add_argument(
+        "--device", default=None, help="device for embedding and training (default: cuda when available)"
+    )
+    command.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast precision of the models")
+    protocol = command.add_argument_group(
+        "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports"
+    )
+    protocol.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of the grid draw and of training (default: 42, the kit's seed_everything(42))",
+    )
+    protocol.add_argument(
+        "--grid-points",
+        type=int,
+        default=8,
+        help="grid points drawn from the 16-point HEAR grid (default: 8, the kit's)",
+    )
+    protocol.add_argument(
+        "--max-epochs",
+        type=int,
+        help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)",
+    )
+    protocol.add_argument(
+        "--probe",
+        choices=("mlp", "linear", "knn"),
+        default=default_probe,
+        help="downstream model: mlp (the kit's 8-point MLP grid), linear (one linear layer on standardised "
+        "embeddings, learning rate chosen on validation) or knn (cosine k nearest neighbours, k chosen on "
+        f"validation; scene tasks only); linear and knn take a fraction of the time (default: {default_probe})",
+    )
+    protocol.add_argument(
+        "--shuffle-batches",
+        action="store_true",
+        help="shuffle training rows every epoch (the kit reads them in stored order)",
+    )
+    command.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
+    command.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,50 +504,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="score heareval's embeddings instead: EMBEDDINGS/<module>/ (or one task folder in it)",
     )
-    evaluate.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
-    evaluate.add_argument("--results", default="results", help="results directory (default: results)")
-    evaluate.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
-    evaluate.add_argument(
-        "--device", default=None, help="device for embedding and training (default: cuda when available)"
-    )
-    evaluate.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast precision of the models")
-    protocol = evaluate.add_argument_group(
-        "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports"
-    )
-    protocol.add_argument(
-        "--seed",
-        type=int,
-        default=42,
-        help="seed of the grid draw and of training (default: 42, the kit's seed_everything(42))",
-    )
-    protocol.add_argument(
-        "--grid-points",
-        type=int,
-        default=8,
-        help="grid points drawn from the 16-point HEAR grid (default: 8, the kit's)",
-    )
-    protocol.add_argument(
-        "--max-epochs",
-        type=int,
-        help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)",
-    )
-    protocol.add_argument(
-        "--probe",
-        choices=("mlp", "linear", "knn"),
-        default="mlp",
-        help="downstream model: mlp (the kit's 8-point MLP grid), linear (one linear layer on standardised "
-        "embeddings, learning rate chosen on validation) or knn (cosine k nearest neighbours, k chosen on "
-        "validation; scene tasks only); linear and knn take a fraction of the time (default: mlp)",
-    )
-    protocol.add_argument(
-        "--shuffle-batches",
-        action="store_true",
-        help="shuffle training rows every epoch (the kit reads them in stored order)",
-    )
-    evaluate.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
-    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _evaluation_options(evaluate, default_probe="mlp")
     _ray_option(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    layers = commands.add_parser(
+        "layers",
+        help="probe every hidden state of every member on HEAR-layout tasks (which layers carry what)",
+        description="For every member of the model and every hidden state (a transformer's embedding output and "
+        "each block; CREPE's pool-1 to pool-5), probe the member alone with only that state (aggregation [i]) on "
+        "every task, from one pass of the member per clip. Writes RESULTS/layers/<model>-layers-<probe>.md and "
+        ".json (state x task) and one heatmap per member; each state's results are stored as `hearfuse "
+        "evaluate` stores those of that config, and reused while they hold. --write-config writes the model "
+        "with each analysed member's aggregation learned (softmax weights trained jointly with a linear probe "
+        "per task, as s3prl's featurizer) or set to its best state on validation.",
+        epilog="examples:\n  hearfuse layers --model crepe --tasks tasks/ --results results/\n"
+        "  hearfuse layers --model fusion_cat_xwc --members hubert --tasks tasks/ --probe knn\n"
+        "  hearfuse layers --model crepe --tasks tasks/ --task gm_pitch --write-config crepe_pitch.toml\n\n"
+        "Exit status: 0 when every state was scored on every task, 1 when any failed, 2 on usage errors.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    layers.add_argument("--model", "-m", required=True, help="preset name or .toml/.json config")
+    layers.add_argument("--tasks", required=True, help="a task directory or a folder of task directories")
+    layers.add_argument("--members", nargs="+", metavar="NAME", help="only these members (default: all)")
+    layers.add_argument("--write-config", metavar="FILE", help="write the model with chosen layers (.toml or .json)")
+    layers.add_argument(
+        "--choose",
+        choices=("learned", "best"),
+        default="learned",
+        help="--write-config's aggregation: learned weights over all states, or the best single state on "
+        "validation (default: learned)",
+    )
+    _evaluation_options(layers, default_probe="linear")
+    layers.set_defaults(run=_layers)
 
     report = commands.add_parser(
         "report",

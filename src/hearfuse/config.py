@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from .errors import ConfigError
+from .files import write_text_atomic
 from .fusion.aggregation import LayerAggregation
 from .fusion.windowing import Windowing
 from .upstream.registry import Option
@@ -187,6 +188,58 @@ class FusionConfig:
     def with_options(self, **changes: Any) -> "FusionConfig":
         """A copy with some top-level fields changed (e.g. ``time_alignment="timestamps"``)."""
         return replace(self, **changes)
+
+    def with_aggregations(self, aggregations: Mapping[str, LayerAggregation]) -> "FusionConfig":
+        """A copy in which the named members aggregate their states as given."""
+        unknown = sorted(set(aggregations) - {m.name for m in self.members})
+        if unknown:
+            raise ConfigError(f"fusion {self.name!r} has no member(s) {unknown}")
+        members = tuple(
+            replace(m, aggregation=LayerAggregation.parse(aggregations[m.name])) if m.name in aggregations else m
+            for m in self.members
+        )
+        return replace(self, members=members)
+
+    def solo(self, member: str) -> "FusionConfig":
+        """One member alone, on its own frames and width, with this fusion's windowing and scene
+        pooling: what layer-wise analysis probes, member by member. Named ``<fusion>.<member>``."""
+        chosen = [m for m in self.members if m.name == member]
+        if not chosen:
+            raise ConfigError(
+                f"fusion {self.name!r} has no member {member!r}; members: {[m.name for m in self.members]}"
+            )
+        return replace(
+            self,
+            name=f"{self.name}.{member}",
+            members=(chosen[0],),
+            reference=None,
+            combine="cat",
+            interleave=False,
+            feature_dim=None,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write as ``.toml`` or ``.json`` (what :meth:`load` reads back to an equal config). TOML has
+        no null: a field that is None where its default is not (no windowing) needs ``.json``."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix == ".json":
+            text = json.dumps(data, indent=2) + "\n"
+        elif path.suffix == ".toml":
+            import tomli_w
+
+            defaults = {f.name: f.default for f in fields(self)}
+            for key in [k for k, v in data.items() if v is None]:
+                if defaults.get(key) is not None:
+                    raise ConfigError(f"{path}: {key} = None cannot be written in TOML; save the config as .json")
+                del data[key]
+            for member in data["members"]:
+                member["options"] = {k: v for k, v in member["options"].items() if v is not None}
+            text = tomli_w.dumps(data)
+        else:
+            raise ConfigError(f"fusion config {path} must be a .toml or .json file")
+        write_text_atomic(path, text)
+        return path
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -545,7 +545,7 @@ def embed_files_on_ray(
     pool = [worker_class.remote(config, device, dtype, threads, run.kinds) for _ in range(count)]
     queued = dict.fromkeys(pool, 0)
     in_flight: dict = {}
-    tag = f"ray{os.getpid()}-"
+    tag = _driver_tag(os.getpid())
     bar = _Progress(run, len(todo), progress)
     try:
         while waiting or in_flight:
@@ -573,7 +573,32 @@ def embed_files_on_ray(
         run.close()
         for worker in pool:
             ray.kill(worker)
-        for leftover in run.out_dir.rglob(f".*.{tag}*{PARTIAL_SUFFIX}"):  # from workers that died mid-write
-            leftover.unlink(missing_ok=True)
+        _remove_leftovers(run.out_dir, tag)
     run.summary.wall_seconds = time.perf_counter() - started
     return run.summary
+
+
+def _driver_tag(pid: int) -> str:
+    """Names the temporary files written for one driver: its machine and process id."""
+    return f"ray{hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]}.{pid}-"
+
+
+def _remove_leftovers(out_dir: Path, tag: str) -> None:
+    """Temporary files of this run's workers that died mid-write, and of drivers on this machine that
+    are gone (a killed driver's workers may finish a write after it died; Ray stops them only later).
+    Another live driver's files, here or elsewhere, are never touched."""
+    host = tag.split(".")[0]
+    for leftover in out_dir.rglob(f".*.{host}.*{PARTIAL_SUFFIX}"):
+        owner = leftover.name.split(f".{host}.", 1)[1].split("-", 1)[0]
+        if f"{host}.{owner}-" == tag or (owner.isdigit() and not _alive(int(owner))):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

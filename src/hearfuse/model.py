@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -78,11 +78,17 @@ class Member(nn.Module):
 
     def forward(self, audio: Tensor, *, scene: bool = False) -> Tensor:
         """Aggregated features ``(n, T, C)`` (float32) on :meth:`frame_centers_ms`."""
-        return windowed_aggregate(self.upstream, self._input(audio), self.aggregation, self.windowing, scene=scene)
+        return self.features(audio, [self.aggregation], scene=scene)[0]
 
-    def pieces(self, audio: Tensor, *, scene: bool = False) -> Iterator[Tensor]:
+    def features(self, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False) -> list[Tensor]:
+        """The features of each aggregation, from one run of the upstream."""
+        return windowed_aggregate(self.upstream, self._input(audio), aggregations, self.windowing, scene=scene)
+
+    def pieces(
+        self, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False
+    ) -> Iterator[list[Tensor]]:
         """The same features as consecutive frame pieces, one long-audio window at a time."""
-        return windowed_pieces(self.upstream, self._input(audio), self.aggregation, self.windowing, scene=scene)
+        return windowed_pieces(self.upstream, self._input(audio), aggregations, self.windowing, scene=scene)
 
     def _input(self, audio: Tensor) -> Tensor:
         return zero_mean_unit_variance(audio) if self.normalize else audio
@@ -170,33 +176,62 @@ class FusionModel(nn.Module):
         by window on each member's own frames (the pooling weights pulled back through the
         time alignment), so their memory does not grow with clip length.
         """
+        return self.embed_variants(audio, {}, timestamp=timestamp, scene=scene)[0]
+
+    def embed_variants(
+        self,
+        audio: Tensor,
+        variants: Mapping[str, Sequence[LayerAggregation]],
+        *,
+        timestamp: bool = True,
+        scene: bool = True,
+    ) -> list[Embeddings]:
+        """:meth:`embed` of K variants of this model from the same member runs: variant k aggregates
+        member m's states as ``variants[m][k]`` and the other members as configured. Each is what a
+        model with that aggregation in its config returns (layer-wise analysis gets every state of a
+        member from one pass per clip this way)."""
         if not (timestamp or scene):
             raise ValueError("ask for timestamp and/or scene embeddings")
+        unknown = sorted(set(variants) - set(self.members))
+        if unknown:
+            raise ValueError(f"variants name unknown member(s) {unknown}; members: {list(self.members)}")
+        counts = {len(each) for each in variants.values()}
+        if len(counts) > 1 or 0 in counts:
+            raise ValueError("every varied member needs the same number (at least one) of aggregations")
+        count = counts.pop() if counts else 1
         audio = check_audio(audio).to(self.device)
         num_samples = audio.shape[-1]
-        result = Embeddings()
-        frames: dict[str, Tensor] = {}
-        pooled: dict[str, Tensor] = {}
+        frames: dict[str, list[Tensor]] = {}
+        pooled: dict[str, list[Tensor]] = {}
         if scene:
             reference_frames = len(self._reference.frame_centers_ms(num_samples, scene=True))
             target_weights = pooling_weights(reference_frames, self.config.scene_groups)
             scene_maps = self._time_maps(num_samples, scene=True)
         with self.inference():
             for name, member in self.members.items():
+                aggregations = variants.get(name, [member.aggregation])
                 if timestamp:
-                    frames[name] = member(audio)
+                    frames[name] = member.features(audio, aggregations)
                 if scene:
                     weights = scene_maps[name].pull_back(target_weights)
                     shared = timestamp and not member.upstream.scene_frames_differ
-                    pieces = [frames[name]] if shared else member.pieces(audio, scene=True)
+                    pieces = [frames[name]] if shared else member.pieces(audio, aggregations, scene=True)
                     pooled[name] = _pool_pieces(pieces, weights)
-        if timestamp:
-            combined, centres_ms = self._align_and_join(frames, num_samples, scene=False)
-            result.timestamp_embeddings = combined
-            result.timestamps = centres_ms.to(torch.float32).to(combined.device).expand(combined.shape[0], -1)
-        if scene:
-            result.scene_embeddings = self._join(pooled).flatten(1)
-        return result
+
+        def variant(per_member: dict[str, list[Tensor]], k: int) -> dict[str, Tensor]:
+            return {name: each[k if len(each) > 1 else 0] for name, each in per_member.items()}
+
+        results = []
+        for k in range(count):
+            result = Embeddings()
+            if timestamp:
+                combined, centres_ms = self._align_and_join(variant(frames, k), num_samples, scene=False)
+                result.timestamp_embeddings = combined
+                result.timestamps = centres_ms.to(torch.float32).to(combined.device).expand(combined.shape[0], -1)
+            if scene:
+                result.scene_embeddings = self._join(variant(pooled, k)).flatten(1)
+            results.append(result)
+        return results
 
     def timestamp_embeddings(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """HEAR timestamp embeddings ``(n, T, D)`` and timestamps in ms ``(n, T)``, float32."""
@@ -240,13 +275,14 @@ class FusionModel(nn.Module):
         return combined.float()
 
 
-def _pool_pieces(pieces: Iterable[Tensor], weights: Tensor) -> Tensor:
-    """Scene pooling ``(n, G, C)`` accumulated over consecutive frame pieces."""
-    total, first = None, 0
+def _pool_pieces(pieces: Iterable[list[Tensor]], weights: Tensor) -> list[Tensor]:
+    """Scene pooling ``(n, G, C)`` of each aggregation, accumulated over consecutive frame pieces."""
+    totals: list[Tensor] | None = None
+    first = 0
     for piece in pieces:
-        part = pool(piece, weights[:, first : first + piece.shape[1]])
-        total = part if total is None else total + part
-        first += piece.shape[1]
-    if first != weights.shape[1]:
+        parts = [pool(features, weights[:, first : first + piece[0].shape[1]]) for features in piece]
+        totals = parts if totals is None else [total + part for total, part in zip(totals, parts)]
+        first += piece[0].shape[1]
+    if totals is None or first != weights.shape[1]:
         raise RuntimeError(f"member produced {first} frames where {weights.shape[1]} were expected")
-    return total
+    return totals

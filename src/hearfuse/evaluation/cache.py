@@ -7,8 +7,8 @@ Per (embedding key, task, split) the cache holds::
     index.jsonl     one line per clip: {"file", "start", "count"}; its length is what is done
     meta.json       width, kind and what the rows were computed from (the split's audio stamp)
 
-The embedding key (:func:`embedding_key`) covers the config's numeric content, the dtype and the
-embedding code; the audio stamp covers the split's files. A split whose audio changed is embedded
+The embedding key (:func:`embedding_key`) covers the config's numeric content (not its name), the
+dtype and the embedding code; the audio stamp covers the split's files. A split whose audio changed is embedded
 again, and the log says why. Clips are stored in the kit's memmap order (:meth:`Task.kit_file_order`),
 which is the order training batches read them in.
 
@@ -25,13 +25,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..audio import AudioError, audio_info, load_audio
 from ..batching import consecutive_batches
+from ..config import FusionConfig
 from ..files import write_text_atomic
+from ..fusion.aggregation import LayerAggregation
 from ..model import FusionModel
 from .provenance import digest, embedding_code_version, files_stamp
 from .tasks import Task
@@ -54,11 +57,11 @@ class SplitEmbeddings:
     timestamps: np.ndarray | None  # (n_rows,) ms, event tasks
 
 
-def embedding_key(model: FusionModel) -> dict:
-    """What a cached embedding depends on besides its audio."""
+def embedding_key(config: FusionConfig, dtype: torch.dtype | None = None) -> dict:
+    """What a cached embedding of ``config`` under autocast ``dtype`` depends on besides its audio."""
     return {
-        "config": model.config.fingerprint(),
-        "dtype": str(model.autocast_dtype or torch.float32).removeprefix("torch."),
+        "config": config.fingerprint(),
+        "dtype": str(dtype or torch.float32).removeprefix("torch."),
         "embedding_code": embedding_code_version(),
     }
 
@@ -67,8 +70,15 @@ def split_dir(cache_root: Path, key: dict, task: Task, split: str) -> Path:
     return Path(cache_root) / digest(key) / task.name / split
 
 
-def embed_split(
+def embed_split(model: FusionModel, task: Task, split: str, cache_root: str | Path, **options) -> SplitEmbeddings:
+    """Embed a split into the cache (resuming if partly done) and return it memory-mapped; ``options``
+    (``files``, ``batch_seconds``, ``progress``) as for :func:`embed_split_variants`."""
+    return embed_split_variants(model, {}, task, split, cache_root, **options)[0]
+
+
+def embed_split_variants(
     model: FusionModel,
+    variants: Mapping[str, Sequence[LayerAggregation]],
     task: Task,
     split: str,
     cache_root: str | Path,
@@ -76,72 +86,91 @@ def embed_split(
     files: list[str] | None = None,
     batch_seconds: float = 60.0,
     progress=None,
-) -> SplitEmbeddings:
-    """Embed a split into the cache (resuming if partly done) and return it memory-mapped.
+) -> list[SplitEmbeddings]:
+    """:func:`embed_split` for each variant of ``model`` (:meth:`FusionModel.embed_variants`), from one
+    pass per clip: each variant is cached under its own config's key, exactly where a model built
+    from that config would cache it, and only variants not yet complete are computed.
 
-    ``files``: the split's clips in storage order (default: the kit's memmap order).
+    ``files``: the split's clips in storage order (default: the kit's memmap order);
+    ``progress``: called with the number of clips after each batch.
     """
     kind = task.embedding_type
     width = model.timestamp_embedding_size if kind == "event" else model.scene_embedding_size
     files = files if files is not None else task.kit_file_order()[split]
     audio_dir = task.audio_dir(split, model.sample_rate)
-    directory = split_dir(Path(cache_root), embedding_key(model), task, split)
-    meta = {
-        "kind": kind,
-        "width": width,
-        "config": model.config.name,
-        "files": digest(files),
-        "audio": _audio_stamp(audio_dir, files),
-    }
-    meta_path = directory / "meta.json"
-    if meta_path.is_file():
-        stored = json.loads(meta_path.read_text())
-        if stored != meta:
-            changed = [key for key in meta if stored.get(key) != meta[key]]
-            log.info(
-                "re-embedding %s/%s for %s: %s changed since it was cached",
-                task.name,
-                split,
-                model.config.name,
-                ", ".join(changed),
-            )
-            shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(meta_path, json.dumps(meta))
-
-    done = _resume(directory, files, width)
-    rows_done = sum(entry["count"] for entry in done)
-    todo = files[len(done) :]
-    with (
-        open(directory / "rows.f32", "ab") as rows_file,
-        open(directory / "timestamps.f32", "ab") as times_file,
-        open(directory / "index.jsonl", "a") as index_file,
-    ):
-        for batch in _batches(audio_dir, todo, batch_seconds):
+    meta = {"kind": kind, "width": width, "files": digest(files), "audio": _audio_stamp(audio_dir, files)}
+    configs = variant_configs(model.config, variants)
+    caches = [
+        _SplitCache(split_dir(Path(cache_root), embedding_key(config, model.autocast_dtype), task, split), meta, files)
+        for config in configs
+    ]
+    try:
+        position = min(cache.done for cache in caches)
+        for batch in _batches(audio_dir, files[position:], batch_seconds):
+            active = [k for k, cache in enumerate(caches) if cache.done < position + len(batch)]
             audio = torch.from_numpy(np.stack([_load(audio_dir / name, model.sample_rate) for name in batch]))
-            result = model.embed(audio, timestamp=kind == "event", scene=kind == "scene")
-            embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[:, None]
-            if embeddings.shape[-1] != width:
-                raise EmbeddingError(f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}")
-            embeddings = embeddings.float().cpu().numpy()
-            times = (
-                result.timestamps.cpu().numpy().astype(np.float32)
-                if kind == "event"
-                else np.zeros(embeddings.shape[:2], np.float32)
-            )
-            lines = []
-            for clip, name in enumerate(batch):
-                rows_file.write(embeddings[clip].tobytes())
-                times_file.write(times[clip].tobytes())
-                lines.append(json.dumps({"file": name, "start": rows_done, "count": embeddings.shape[1]}) + "\n")
-                rows_done += embeddings.shape[1]
-            for handle in (rows_file, times_file):  # the data is on disk before any index line names it
-                _sync(handle)
-            index_file.write("".join(lines))
-            _sync(index_file)
+            chosen = {name: [each[k] for k in active] for name, each in variants.items()}
+            results = model.embed_variants(audio, chosen, timestamp=kind == "event", scene=kind == "scene")
+            for k, result in zip(active, results):
+                embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[:, None]
+                if embeddings.shape[-1] != width:
+                    raise EmbeddingError(f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}")
+                times = result.timestamps.cpu().numpy() if kind == "event" else np.zeros(embeddings.shape[:2])
+                skip = caches[k].done - position  # clips of this batch the variant's cache already holds
+                caches[k].append(batch[skip:], embeddings[skip:].float().cpu().numpy(), times[skip:])
+            position += len(batch)
             if progress is not None:
                 progress(len(batch))
-    return read_split(directory)
+    finally:
+        for cache in caches:
+            cache.close()
+    return [read_split(cache.directory) for cache in caches]
+
+
+def variant_configs(config: FusionConfig, variants: Mapping[str, Sequence[LayerAggregation]]) -> list[FusionConfig]:
+    """The config of each variant of :meth:`FusionModel.embed_variants` (one, ``config``, without variants)."""
+    count = max((len(each) for each in variants.values()), default=1)
+    return [config.with_aggregations({name: each[k] for name, each in variants.items()}) for k in range(count)]
+
+
+class _SplitCache:
+    """One cached split being written: checked against what it was computed from, resumed, appended."""
+
+    def __init__(self, directory: Path, meta: dict, files: list[str]):
+        self.directory = directory
+        meta_path = directory / "meta.json"
+        if meta_path.is_file():
+            stored = json.loads(meta_path.read_text())
+            if stored != meta:
+                changed = [key for key in meta if stored.get(key) != meta[key]]
+                log.info("re-embedding %s: %s changed since it was cached", directory, ", ".join(changed))
+                shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(meta_path, json.dumps(meta))
+        done = _resume(directory, files, meta["width"])
+        self.done = len(done)
+        self.rows_done = sum(entry["count"] for entry in done)
+        self.rows_file = open(directory / "rows.f32", "ab")
+        self.times_file = open(directory / "timestamps.f32", "ab")
+        self.index_file = open(directory / "index.jsonl", "a")
+
+    def append(self, names: list[str], embeddings: np.ndarray, times: np.ndarray) -> None:
+        """Clips' rows ``(clips, rows, D)`` and row times; the data is on disk before any index line names it."""
+        lines = []
+        for clip, name in enumerate(names):
+            self.rows_file.write(np.ascontiguousarray(embeddings[clip], np.float32).tobytes())
+            self.times_file.write(np.ascontiguousarray(times[clip], np.float32).tobytes())
+            lines.append(json.dumps({"file": name, "start": self.rows_done, "count": embeddings.shape[1]}) + "\n")
+            self.rows_done += embeddings.shape[1]
+        for handle in (self.rows_file, self.times_file):
+            _sync(handle)
+        self.index_file.write("".join(lines))
+        _sync(self.index_file)
+        self.done += len(names)
+
+    def close(self) -> None:
+        for handle in (self.rows_file, self.times_file, self.index_file):
+            handle.close()
 
 
 def read_split(directory: Path) -> SplitEmbeddings:

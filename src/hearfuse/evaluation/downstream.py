@@ -157,7 +157,7 @@ def train_predictor(
         raise ValueError("monitoring a validation score needs its metric")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    inputs = _Rows(x_train, device)
+    inputs = Rows(x_train, device)
     targets = torch.as_tensor(y_train, dtype=torch.float32, device=device)
     valid_targets = torch.as_tensor(y_valid, dtype=torch.float32)
     moments = column_moments(x_train) if standardize else None
@@ -207,7 +207,7 @@ def train_predictor(
     )
 
 
-class _Rows:
+class Rows:
     """Training inputs: copied to the device when they fit in memory, else read per batch from the memmap."""
 
     def __init__(self, rows, device: str):

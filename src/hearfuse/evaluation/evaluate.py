@@ -67,23 +67,24 @@ def evaluate(
     """Every model x task; a failing task is recorded as failed and the others go on. ``on_ray``: each
     model x task is a task on the connected Ray cluster (:mod:`hearfuse.cluster`)."""
     task_paths = select_tasks(tasks_dir, tuple(only))
-    jobs = [job for ref in models for job in _model_jobs(resolve_config(ref), task_paths, settings, dtype)]
-    return _execute(jobs, settings, on_ray)
+    jobs = [job for ref in models for job in model_jobs(resolve_config(ref), task_paths, settings, dtype)]
+    return execute(jobs, settings, on_ray)
 
 
-def _model_jobs(
-    config: FusionConfig, task_paths: list[Path], settings: EvaluationSettings, dtype: torch.dtype | None
+def model_jobs(
+    config: FusionConfig,
+    task_paths: list[Path],
+    settings: EvaluationSettings,
+    dtype: torch.dtype | None,
+    compute: Callable[[Task], dict] | None = None,
 ) -> list[Callable[[], dict]]:
     """One model on every task; run in one process, the jobs share the model, loaded only when some
-    result has to be computed."""
+    result has to be computed. ``compute``: how a result is computed when it must be (default: embed
+    with a model built from ``config`` and score)."""
     model: FusionModel | None = None
-    key = {
-        "config": config.fingerprint(),
-        "dtype": str(dtype or torch.float32).removeprefix("torch."),
-        "embedding_code": provenance.embedding_code_version(),
-    }
+    key = embedding_key(config, dtype)
 
-    def compute(task: Task) -> dict:
+    def embed_and_score(task: Task) -> dict:
         nonlocal model
         load_task(task.path, read_headers=True)  # every bad audio file named before any work
         if model is None:
@@ -93,6 +94,7 @@ def _model_jobs(
     def identity(task: Task) -> dict:
         return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}
 
+    compute = compute or embed_and_score
     return [functools.partial(_run, config.name, path, settings, load_task, identity, compute) for path in task_paths]
 
 
@@ -115,10 +117,10 @@ def evaluate_embeddings(
 
     name = heareval_layout.module_name
     jobs = [functools.partial(_run, name(path), path, settings, load, identity, compute) for path in paths]
-    return _execute(jobs, settings, on_ray)
+    return execute(jobs, settings, on_ray)
 
 
-def _execute(jobs: list[Callable[[], dict]], settings: EvaluationSettings, on_ray: bool) -> list[dict]:
+def execute(jobs: list[Callable[[], dict]], settings: EvaluationSettings, on_ray: bool) -> list[dict]:
     """Run the model x task jobs here, in order, or as Ray tasks (each with a GPU when training runs on
     CUDA, else one CPU), results in the same order. Paths in ``settings`` must then be absolute and on
     a filesystem every machine shares."""
@@ -223,7 +225,7 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
         **result,
         "config_fingerprint": model.config.fingerprint(),
         "config": model.config.to_dict(),
-        "embedding_key": embedding_key(model),
+        "embedding_key": embedding_key(model.config, model.autocast_dtype),
     }
 
 

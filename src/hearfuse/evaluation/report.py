@@ -40,7 +40,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["bar_chart", "failures", "load_results", "markdown_table", "protocols", "secondary_table", "write_report"]
+__all__ = [
+    "bar_chart",
+    "failures",
+    "layer_heatmap",
+    "load_results",
+    "markdown_table",
+    "protocols",
+    "secondary_table",
+    "write_report",
+]
 
 MISSING = "–"
 FAILED = "failed"
@@ -249,7 +258,7 @@ def _header(column: dict) -> str:
     return f"{column['task']} ({column['metric']} {arrow})"
 
 
-def markdown_table(results: Sequence[dict]) -> str:
+def markdown_table(results: Sequence[dict], row_header: str = "Model") -> str:
     """The main table: one row per model (first-seen order), one column per task (by name).
 
     See the module docstring for the formatting and ranking rules.
@@ -284,7 +293,7 @@ def markdown_table(results: Sequence[dict]) -> str:
             if (model, task) in marked:
                 body[model, task] += f" {OTHER_PROTOCOL}"
 
-    header = ["Model"] + [_header(c) for c in columns]
+    header = [row_header] + [_header(c) for c in columns]
     lines = [
         "| " + " | ".join(_md_escape(h) for h in header) + " |",
         "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
@@ -520,6 +529,74 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
         ncols=1 if len(labels) <= 24 else 2,
         title="model",
     )
+    fig.savefig(path, format="png")
+    return path
+
+
+def layer_heatmap(results: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Heatmap of the primary metric: one row per hidden state (rows named ``state i``, state 0 at the
+    bottom), one column per task. Colour is the score relative to the column (its worst state 0, its
+    best 1, following ``higher_is_better``), so tasks on different scales share one colour map; each
+    cell is annotated with the score as the table shows it. Failed and not-applicable cells stay blank."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    states, columns, cells = _grid(results) if results else ([], [], {})
+    relative = np.full((len(states), len(columns)), np.nan)
+    labels = [["" for _ in columns] for _ in states]
+    for j, column in enumerate(columns):
+        shown = {}
+        for i, state in enumerate(states):
+            record = cells.get((state, column["task"]))
+            score = (
+                _score(record, column["metric"]) if record and record["status"] == "ok" and column["metric"] else None
+            )
+            if score is not None and math.isfinite(score[0]):
+                shown[i] = _displayed_mean(score[0], column["metric"])
+                labels[i][j] = format_score(score[0], None, column["metric"])
+        if shown:
+            low, high = min(shown.values()), max(shown.values())
+            for i, value in shown.items():
+                fraction = 1.0 if high == low else (value - low) / (high - low)
+                relative[i, j] = fraction if column["higher_is_better"] else 1.0 - fraction
+    fig = Figure(
+        figsize=(min(max(4.5, 1.6 + 1.1 * len(columns)), 24.0), 1.4 + 0.42 * max(len(states), 1)),
+        dpi=110,
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=10)
+    if not states or not columns:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.savefig(path, format="png")
+        return path
+    image = ax.imshow(np.ma.masked_invalid(relative), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
+    for i in range(len(states)):
+        for j in range(len(columns)):
+            if labels[i][j]:
+                dark = not np.isnan(relative[i, j]) and relative[i, j] < 0.6
+                ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(
+        [
+            f"{c['task']}\n({c['metric']} {'↑' if c['higher_is_better'] else '↓'})" if c["metric"] else c["task"]
+            for c in columns
+        ],
+        rotation=20 if len(columns) > 2 else 0,
+        ha="right" if len(columns) > 2 else "center",
+        rotation_mode="anchor",
+        fontsize=8,
+    )
+    ax.set_yticks(range(len(states)))
+    ax.set_yticklabels(states, fontsize=8)
+    ax.set_ylabel("hidden state")
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+    colorbar.set_label("within task: worst 0, best 1", fontsize=8)
     fig.savefig(path, format="png")
     return path
 

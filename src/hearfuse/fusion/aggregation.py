@@ -95,19 +95,31 @@ def _check_index(index: int, num_states: int) -> int:
 
 def aggregate(upstream: Upstream, audio: Tensor, aggregation: LayerAggregation, *, scene: bool = False) -> Tensor:
     """Run ``upstream`` on ``audio`` and return the aggregated ``(n, frames, features)`` in float32."""
-    weights = aggregation.state_weights(upstream.num_states)
-    last_needed = max(weights)
-    total: Tensor | None = None
+    return aggregate_each(upstream, audio, [aggregation], scene=scene)[0]
+
+
+def aggregate_each(
+    upstream: Upstream, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False
+) -> list[Tensor]:
+    """Several aggregations of the same states from one run of ``upstream`` (layer-wise analysis
+    asks for every state at once); each is accumulated exactly as :func:`aggregate` would."""
+    weights = [aggregation.state_weights(upstream.num_states) for aggregation in aggregations]
+    needed = frozenset(index for each in weights for index in each)
+    last_needed = max(needed)
+    totals: list[Tensor | None] = [None] * len(weights)
 
     def visit(index: int, hidden: Tensor) -> bool:
-        nonlocal total
-        weight = weights.get(index)
-        if weight is not None:
+        if index in needed:
             hidden = hidden.float()
-            total = hidden * weight if total is None else total.add_(hidden, alpha=weight)
+            for position, each in enumerate(weights):
+                weight = each.get(index)
+                if weight is not None:
+                    total = totals[position]
+                    totals[position] = hidden * weight if total is None else total.add_(hidden, alpha=weight)
         return index >= last_needed
 
-    upstream.visit_states(audio, visit, scene=scene)
-    if total is None:
-        raise RuntimeError(f"{type(upstream).__name__} produced no hidden state {last_needed}")
-    return total
+    upstream.visit_states(audio, visit, scene=scene, needed=needed)
+    for position, total in enumerate(totals):
+        if total is None:
+            raise RuntimeError(f"{type(upstream).__name__} produced no hidden state {max(weights[position])}")
+    return totals  # type: ignore[return-value]

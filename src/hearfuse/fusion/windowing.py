@@ -11,9 +11,9 @@ exactly the frames of a full-context pass, and peak activation memory is that of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-from .aggregation import LayerAggregation, aggregate
+from .aggregation import LayerAggregation, aggregate_each
 
 if TYPE_CHECKING:  # configs use Windowing without torch
     from torch import Tensor
@@ -55,12 +55,13 @@ def window_plan(upstream: Upstream, windowing: Windowing, *, scene: bool = False
 def windowed_pieces(
     upstream: Upstream,
     audio: Tensor,
-    aggregation: LayerAggregation,
+    aggregations: Sequence[LayerAggregation],
     windowing: Windowing | None,
     *,
     scene: bool = False,
-) -> Iterator[Tensor]:
-    """:func:`aggregate` over the whole clip as consecutive frame pieces ``(n, t_i, C)``.
+) -> Iterator[list[Tensor]]:
+    """:func:`~.aggregation.aggregate_each` over the whole clip as consecutive frame pieces, one
+    ``(n, t_i, C)`` tensor per aggregation in each piece.
 
     One piece when the clip fits a window; otherwise the core frames of each window in
     order, so a consumer can reduce them without holding them all.
@@ -69,7 +70,7 @@ def windowed_pieces(
     hop = upstream.frame_hop_samples(scene=scene)
     window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
     if windowing is None or num_samples <= window:
-        yield aggregate(upstream, audio, aggregation, scene=scene)
+        yield aggregate_each(upstream, audio, aggregations, scene=scene)
         return
     context, core_frames = window_plan(upstream, windowing, scene=scene)
     total = len(upstream.frame_centers_ms(num_samples, scene=scene))
@@ -77,21 +78,21 @@ def windowed_pieces(
         last = min(first + core_frames, total)
         start = max(0, min(first - context, (num_samples - window) // hop)) * hop
         end = num_samples if last == total else min(num_samples, start + window)
-        features = aggregate(upstream, audio[:, start:end], aggregation, scene=scene)
         offset = start // hop
-        yield features[:, first - offset : last - offset]
+        each = aggregate_each(upstream, audio[:, start:end], aggregations, scene=scene)
+        yield [features[:, first - offset : last - offset] for features in each]
 
 
 def windowed_aggregate(
     upstream: Upstream,
     audio: Tensor,
-    aggregation: LayerAggregation,
+    aggregations: Sequence[LayerAggregation],
     windowing: Windowing | None,
     *,
     scene: bool = False,
-) -> Tensor:
-    """:func:`aggregate` over the whole clip, windowed when it is longer than a window."""
+) -> list[Tensor]:
+    """:func:`~.aggregation.aggregate_each` over the whole clip, windowed when it is longer than a window."""
     import torch
 
-    pieces = list(windowed_pieces(upstream, audio, aggregation, windowing, scene=scene))
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    pieces = list(windowed_pieces(upstream, audio, aggregations, windowing, scene=scene))
+    return pieces[0] if len(pieces) == 1 else [torch.cat(parts, dim=1) for parts in zip(*pieces)]

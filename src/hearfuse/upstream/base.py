@@ -10,7 +10,7 @@ not grow with depth.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from torch import Tensor, nn
@@ -46,11 +46,16 @@ class Upstream(nn.Module, ABC):
         """Centres, in ms, of the frames produced for a clip of ``num_samples`` (float64)."""
 
     @abstractmethod
-    def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
+    def visit_states(
+        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+    ) -> None:
         """Run the model on ``audio`` ``(n, samples)`` and hand each hidden state to ``visit``.
 
         ``scene=True`` lets a family use a coarser frame rate for scene embeddings
         (the paper runs CREPE at a 250 ms hop there); most families ignore it.
+        ``needed``: the state indices the visitor uses (None: all). A family whose states cost
+        extra work to expose (CREPE pools each block's map) may skip the others; every needed
+        state is still visited, in index order.
         """
 
     def frame_hop_samples(self, *, scene: bool = False) -> int:

@@ -22,6 +22,10 @@ from .weights import WeightsNotFoundError
 #: Filter-count multiplier of each published capacity (filters = multiplier x [32, 4, 4, 4, 8, 16]).
 CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
 BASE_FILTERS = (32, 4, 4, 4, 8, 16)
+#: Hidden states: the outputs of the first five blocks (conv, ReLU, batch norm, max-pool); the
+#: last is the pool-5 embedding, so aggregation "last" is CREPE's published embedding. The sixth
+#: block feeds only the pitch classifier and is not a state.
+NUM_STATES = 5
 
 
 def embedding_dim(capacity: str) -> int:
@@ -90,8 +94,8 @@ CREPE = register_family(
         name="crepe",
         build=_build,
         is_available=_is_available,
-        checkpoints={c: CheckpointInfo(embedding_dim(c), 1, f"CREPE {c}") for c in CAPACITIES},
-        description="CREPE pitch tracker, pool-5 embedding",
+        checkpoints={c: CheckpointInfo(embedding_dim(c), NUM_STATES, f"CREPE {c}") for c in CAPACITIES},
+        description="CREPE pitch tracker, pool-5 embedding (states: pool-1 .. pool-5)",
         options={
             "hop_ms": Option(float, minimum=0, above_minimum=True),
             "scene_hop_ms": Option(float, minimum=0, above_minimum=True, nullable=True),

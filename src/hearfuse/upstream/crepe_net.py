@@ -12,13 +12,14 @@ many clips' frames run in one batch, and it runs under bf16 autocast.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Collection
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import StateVisitor, Upstream, centered_frame_count
-from .crepe import BASE_FILTERS, CAPACITIES, embedding_dim
+from .crepe import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
 
 FRAME_SAMPLES = 1024
 SAMPLE_RATE = 16000
@@ -59,10 +60,26 @@ class CrepeNet(nn.Module):
 
     def embed(self, frames: Tensor) -> Tensor:
         """Pool-5 output flattened channel-major, ``(batch, channels * 8)``, as torchcrepe.embed."""
+        return self.states(frames, (NUM_STATES - 1,))[NUM_STATES - 1]
+
+    def states(self, frames: Tensor, needed: Collection[int]) -> dict[int, Tensor]:
+        """The needed hidden states ``(batch, embedding_dim)``: block i's ``(channels, time)`` map
+        average-pooled along time to the embedding's width, flattened channel-major.
+
+        Pooling gives every state one width (pool-1 would otherwise be 128 steps x 32c channels),
+        so states can be compared, probed and averaged like a transformer's; pool-5 is untouched
+        (it already has that width), pool-4 too (16 steps x 4c channels); pool-1..3 average
+        64, 4 and 2 adjacent steps.
+        """
+        width = embedding_dim(self.capacity)
         x = frames[:, None, :]
-        for index in range(5):
+        out = {}
+        for index in range(max(needed) + 1):
             x = self._block(x, index)
-        return x.flatten(1)
+            if index in needed:
+                steps = width // x.shape[1]
+                out[index] = (x if x.shape[-1] == steps else F.avg_pool1d(x, x.shape[-1] // steps)).flatten(1)
+        return out
 
     def salience(self, frames: Tensor) -> Tensor:
         """Pitch-bin activations ``(batch, 360)`` (sigmoid), 20-cent bins from 1997.38 cents."""
@@ -109,7 +126,7 @@ class CrepeUpstream(Upstream):
     """
 
     context_dependent = False
-    num_states = 1
+    num_states = NUM_STATES
     receptive_field = FRAME_SAMPLES
 
     def __init__(
@@ -151,11 +168,21 @@ class CrepeUpstream(Upstream):
         count = centered_frame_count(num_samples, hop, self.first_center)
         return (self.first_center + torch.arange(count, dtype=torch.float64) * hop) * 1000 / SAMPLE_RATE
 
-    def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
-        visit(0, self.embed(audio, hop=self.frame_hop_samples(scene=scene)))
+    def visit_states(
+        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+    ) -> None:
+        wanted = sorted(range(self.num_states) if needed is None else needed)
+        states = self.states(audio, hop=self.frame_hop_samples(scene=scene), needed=wanted)
+        for index in wanted:
+            if visit(index, states.pop(index)):
+                return
 
     def embed(self, audio: Tensor, *, hop: int) -> Tensor:
-        """Pool-5 embeddings ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time."""
+        """Pool-5 embeddings ``(n, frames, dim)`` of every frame."""
+        return self.states(audio, hop=hop, needed=(self.num_states - 1,))[self.num_states - 1]
+
+    def states(self, audio: Tensor, *, hop: int, needed: Collection[int]) -> dict[int, Tensor]:
+        """The needed states ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time."""
         n_sounds, num_samples = audio.shape
         count = centered_frame_count(num_samples, hop, self.first_center)
         half = FRAME_SAMPLES // 2
@@ -163,9 +190,10 @@ class CrepeUpstream(Upstream):
         padded = F.pad(audio.float(), (half, half + max(0, self.first_center - num_samples)))
         frames = padded[:, self.first_center :].unfold(-1, FRAME_SAMPLES, hop)[:, :count]
         step = max(1, self.frame_batch // n_sounds)  # frames per clip in one network call
-        outputs = []
+        outputs: dict[int, list[Tensor]] = {index: [] for index in needed}
         for start in range(0, count, step):
             chunk = frames[:, start : start + step]
             flat = normalize_frames(chunk.reshape(-1, FRAME_SAMPLES))
-            outputs.append(self.net.embed(flat).float().reshape(n_sounds, chunk.shape[1], -1))
-        return torch.cat(outputs, dim=1)
+            for index, state in self.net.states(flat, needed).items():
+                outputs[index].append(state.float().reshape(n_sounds, chunk.shape[1], -1))
+        return {index: torch.cat(parts, dim=1) for index, parts in outputs.items()}

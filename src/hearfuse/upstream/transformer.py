@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Collection
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,9 @@ class TransformerUpstream(Upstream):
         starts = torch.arange(self.num_frames(num_samples), dtype=torch.float64) * self.hop_samples
         return (starts + self.receptive_field / 2) * 1000 / self.sample_rate
 
-    def visit_states(self, audio: Tensor, visit: StateVisitor, *, scene: bool = False) -> None:
+    def visit_states(
+        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+    ) -> None:
         missing = self.receptive_field - audio.shape[-1]
         if missing > 0:
             audio = F.pad(audio, (missing // 2, missing - missing // 2))
