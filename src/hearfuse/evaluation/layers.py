@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..config import FusionConfig
 from ..errors import UsageError
@@ -124,16 +125,23 @@ def _member_jobs(
             if task.name not in filled:
                 load_task(task.path, read_headers=True)  # every bad audio file named before any work
                 order = task.kit_file_order()
-                for split in task.splits:
-                    embed_split_variants(
-                        solo,
-                        variants,
-                        task,
-                        split,
-                        settings.cache_dir,
-                        files=order[split],
-                        batch_seconds=settings.batch_seconds,
-                    )
+                with tqdm(
+                    total=sum(len(files) for files in order.values()),
+                    desc=f"embed {task.name}, {len(views)} states of {member}",
+                    unit="clip",
+                    disable=not settings.progress,
+                ) as bar:
+                    for split in task.splits:
+                        embed_split_variants(
+                            solo,
+                            variants,
+                            task,
+                            split,
+                            settings.cache_dir,
+                            files=order[split],
+                            batch_seconds=settings.batch_seconds,
+                            progress=bar.update,
+                        )
                 filled.add(task.name)
             return evaluate_task(view_model, task, settings)
 

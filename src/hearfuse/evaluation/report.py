@@ -563,13 +563,13 @@ def layer_heatmap(results: Sequence[dict], path: str | Path, title: str) -> Path
                 fraction = 1.0 if high == low else (value - low) / (high - low)
                 relative[i, j] = fraction if column["higher_is_better"] else 1.0 - fraction
     fig = Figure(
-        figsize=(min(max(4.5, 1.6 + 1.1 * len(columns)), 24.0), 1.4 + 0.42 * max(len(states), 1)),
+        figsize=(min(max(4.5, 1.6 + 1.1 * len(columns), 0.08 * len(title)), 24.0), 1.4 + 0.42 * max(len(states), 1)),
         dpi=110,
         layout="constrained",
     )
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     if not states or not columns:
         ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
