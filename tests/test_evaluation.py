@@ -376,9 +376,9 @@ def test_loss_based_early_stopping_keeps_the_lowest_validation_loss(monkeypatch)
 def test_training_batches_come_in_stored_order_unless_shuffling_is_asked_for(monkeypatch):
     x, y = _toy(n=40)
     seen = []
-    real = downstream._Rows.__getitem__
+    real = downstream.Rows.__getitem__
     monkeypatch.setattr(
-        downstream._Rows, "__getitem__", lambda self, index: seen.append(index.tolist()) or real(self, index)
+        downstream.Rows, "__getitem__", lambda self, index: seen.append(index.tolist()) or real(self, index)
     )
     params = HyperParameters(1, 1e-3, "xavier_uniform", hidden_dim=8, batch_size=16, max_epochs=3)
     train_predictor(
