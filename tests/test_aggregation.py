@@ -137,3 +137,23 @@ def test_parse_accepts_names_lists_and_dicts():
     assert LayerAggregation.parse({"mode": "weights", "weights": [1, 1]}) == LayerAggregation(
         "weights", weights=(1.0, 1.0)
     )
+
+
+@pytest.mark.parametrize("key", list(FAMILIES))
+def test_weight_norm_folded_at_load_changes_no_state(tiny_checkpoints, audio, key):
+    """The positional convolution's weight norm is computed once at load; every state equals the
+    checkpoint loaded by `transformers` as it is (weight norm recomputed on each call)."""
+    from torch.nn.utils import parametrize
+
+    family = "wav2vec2" if key.startswith("wav2vec2") else key
+    upstream = get_family(family).build(str(tiny_checkpoints[key]))
+    assert not any(parametrize.is_parametrized(module) for module in upstream.model.modules())
+    reference = type(upstream.model).from_pretrained(str(tiny_checkpoints[key])).eval()
+    # data2vec-audio's positional convolutions carry no weight norm; the others do
+    assert any(parametrize.is_parametrized(module) for module in reference.modules()) == (key != "data2vec_audio")
+    with torch.inference_mode():
+        expected = reference(audio, output_hidden_states=True)
+        got = upstream.hidden_states(audio)
+    for ours, theirs in zip(got[:-1], expected.hidden_states[:-1]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[-1], expected.last_hidden_state, rtol=1e-6, atol=1e-6)

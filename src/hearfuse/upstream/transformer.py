@@ -17,7 +17,8 @@ from typing import Collection
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from transformers import PreTrainedModel
 
 from .base import StateVisitor, Upstream
@@ -69,6 +70,7 @@ class TransformerUpstream(Upstream):
         self.feature_dim = config.hidden_size
         self.expects_normalized_waveform = expects_normalized_waveform
         self._blocks = self.model.encoder.layers
+        fold_parametrizations(self.model)
 
     def train(self, mode: bool = True) -> "TransformerUpstream":
         # Frozen feature extractor: layerdrop and dropout must never be active.
@@ -113,6 +115,19 @@ class TransformerUpstream(Upstream):
         finally:
             for hook in hooks:
                 hook.remove()
+
+
+def fold_parametrizations(model: nn.Module) -> None:
+    """Replace parametrized weights (the weight norm of the positional convolution) by their value.
+
+    The weights are frozen, so ``g * v / ||v||`` is the same on every call; computing it once at load
+    takes a norm and a division over the largest convolution's weight off every forward pass, and
+    the outputs are unchanged (the same arithmetic, done once).
+    """
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 
 def build_transformer(model_class: type[PreTrainedModel], checkpoint: str) -> TransformerUpstream:
