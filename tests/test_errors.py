@@ -150,3 +150,18 @@ def test_out_where_even_root_cannot_write(workdir):
 def test_a_ray_address_that_is_not_one(workdir):
     result = run("evaluate", "-m", "crepe", "--tasks", ".", "--ray", "nothere", cwd=workdir)
     assert_usage_error(result, "--ray 'nothere'", "expected a Ray address")
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--write-config", "chosen.txt"], ["--write-config chosen.txt", "expected a .toml or .json"]),
+        (["--write-config", "taken/chosen.toml"], ["--write-config", "is a file"]),
+        (["--members", "hubert"], ["--members hubert", "not a member of 'crepe'"]),
+        (["--tasks", "no-such-tasks"], ["no-such-tasks", "does not exist"]),
+    ],
+)
+def test_layers_mistakes(workdir, options, words):
+    (workdir / "taken").write_text("a file")
+    command = ["layers", "-m", "crepe", "--tasks", ".", "--results", "r", "-q", *options]
+    assert_usage_error(run(*command, cwd=workdir), *words)

@@ -232,6 +232,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     for result in results:
         if result["status"] == "skipped":
             print(f"skipped: {result['model']} on {result['task']}: {result['reason']}")
+    return _report_failures(results)
+
+
+def _report_failures(results: list[dict]) -> int:
+    """Name every failed model x task on stderr; the exit status: 1 when any failed, else 0."""
     failed = [r for r in results if r["status"] == "failed"]
     for result in failed:
         print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
@@ -288,10 +293,7 @@ def _layers(args: argparse.Namespace) -> int:
     if args.write_config:
         written = chosen_config(config, analysed, args.choose).save(Path(args.write_config).expanduser())
         print(f"config ({args.choose} layers): {written}")
-    failed = [r for layers in analysed for per_task in layers.results for r in per_task if r["status"] == "failed"]
-    for result in failed:
-        print(f"failed: {result['model']} on {result['task']}: {result['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return _report_failures([r for layers in analysed for per_task in layers.results for r in per_task])
 
 
 def _report(args: argparse.Namespace) -> int:

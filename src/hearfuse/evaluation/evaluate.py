@@ -19,17 +19,18 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..config import FusionConfig
 from ..files import write_text_atomic
+from ..fusion.aggregation import LayerAggregation
 from ..hear import resolve_config
 from ..model import FusionModel
 from . import heareval_layout, metrics, provenance
-from .cache import embed_split, embedding_key
+from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .downstream import KnnPredictor, TrainedPredictor, train_predictor
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
 from .protocol import HyperParameters, KnnParameters, Protocol, aggregate, uses_scoring_for_early_stopping
@@ -194,22 +195,28 @@ def _audio_stamps(task: Task) -> dict[str, str]:
     }
 
 
-def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) -> dict:
-    """Embed every split (cached), then :func:`score_task`."""
+def embed_task(
+    model: FusionModel,
+    task: Task,
+    settings: EvaluationSettings,
+    variants: Mapping[str, Sequence[LayerAggregation]] | None = None,
+) -> dict[str, list[SplitEmbeddings]]:
+    """Every split of ``task`` into the cache, in the kit's memmap order, with a progress bar: for
+    ``model``, or for each of its variants (:func:`.cache.embed_split_variants`) from one pass."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
     order = task.kit_file_order()
-    data = {}
+    count = max((len(each) for each in (variants or {}).values()), default=1)
     with tqdm(
         total=sum(len(files) for files in order.values()),
-        desc=f"embed {task.name}",
+        desc=f"embed {task.name}" + (f", {count} variants" if variants else ""),
         unit="clip",
         disable=not settings.progress,
     ) as bar:
-        for split in task.splits:
-            embeddings = embed_split(
+        return {
+            split: embed_split_variants(
                 model,
+                variants or {},
                 task,
                 split,
                 settings.cache_dir,
@@ -217,7 +224,15 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
                 batch_seconds=settings.batch_seconds,
                 progress=bar.update,
             )
-            data[split] = from_cache(task, split, embeddings)
+            for split in task.splits
+        }
+
+
+def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) -> dict:
+    """Embed every split (cached), then :func:`score_task`."""
+    started = time.perf_counter()
+    embedded = embed_task(model, task, settings)
+    data = {split: from_cache(task, split, embeddings) for split, (embeddings,) in embedded.items()}
     embed_seconds = time.perf_counter() - started
     result = score_task(task, data, settings)
     result["timings"]["embed_s"] = embed_seconds

@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..config import FusionConfig
 from ..errors import UsageError
@@ -35,9 +34,9 @@ from ..fusion.aggregation import LayerAggregation
 from ..hear import resolve_config
 from ..model import FusionModel
 from . import report
-from .cache import embed_split_variants, embedding_key, read_split, split_dir
+from .cache import embedding_key, read_split, split_dir
 from .downstream import Rows, column_moments, loss
-from .evaluate import EvaluationSettings, evaluate_task, execute, model_jobs
+from .evaluate import EvaluationSettings, embed_task, evaluate_task, execute, model_jobs
 from .splits import SplitData, from_cache
 from .tasks import Task, load_task, select_tasks
 
@@ -124,24 +123,7 @@ def _member_jobs(
         def compute(task: Task) -> dict:
             if task.name not in filled:
                 load_task(task.path, read_headers=True)  # every bad audio file named before any work
-                order = task.kit_file_order()
-                with tqdm(
-                    total=sum(len(files) for files in order.values()),
-                    desc=f"embed {task.name}, {len(views)} states of {member}",
-                    unit="clip",
-                    disable=not settings.progress,
-                ) as bar:
-                    for split in task.splits:
-                        embed_split_variants(
-                            solo,
-                            variants,
-                            task,
-                            split,
-                            settings.cache_dir,
-                            files=order[split],
-                            batch_seconds=settings.batch_seconds,
-                            progress=bar.update,
-                        )
+                embed_task(solo, task, settings, variants)
                 filled.add(task.name)
             return evaluate_task(view_model, task, settings)
 

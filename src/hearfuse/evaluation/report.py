@@ -251,6 +251,13 @@ def _rank_marks(values: dict[str, float], higher_is_better: bool) -> dict[str, i
     return {k: rank[v] for k, v in finite.items() if v in rank}
 
 
+def _tick_label(column: dict) -> str:
+    """A chart's label for a task column: the task, and below it the metric and its direction."""
+    if column["metric"] is None:
+        return column["task"]
+    return f"{column['task']}\n({column['metric']} {'↑' if column['higher_is_better'] else '↓'})"
+
+
 def _header(column: dict) -> str:
     if column["metric"] is None:
         return column["task"]
@@ -498,10 +505,7 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
 
     ax.set_xticks(range(n_tasks))
     ax.set_xticklabels(
-        [
-            f"{c['task']}\n({c['metric']} {'↑' if c['higher_is_better'] else '↓'})" if c["metric"] else c["task"]
-            for c in columns
-        ],
+        [_tick_label(c) for c in columns],
         rotation=30 if n_tasks > 1 else 0,
         ha="right" if n_tasks > 1 else "center",
         rotation_mode="anchor",
@@ -583,10 +587,7 @@ def layer_heatmap(results: Sequence[dict], path: str | Path, title: str) -> Path
                 ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(len(columns)))
     ax.set_xticklabels(
-        [
-            f"{c['task']}\n({c['metric']} {'↑' if c['higher_is_better'] else '↓'})" if c["metric"] else c["task"]
-            for c in columns
-        ],
+        [_tick_label(c) for c in columns],
         rotation=20 if len(columns) > 2 else 0,
         ha="right" if len(columns) > 2 else "center",
         rotation_mode="anchor",
