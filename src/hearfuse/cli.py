@@ -388,7 +388,7 @@ def _evaluation_options(command: argparse.ArgumentParser, *, default_probe: str)
         action="store_true",
         help="shuffle training rows every epoch (the kit reads them in stored order)",
     )
-    command.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per embedding batch")
+    command.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio seconds per embedding batch")
     command.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -435,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-seconds",
         type=float,
         default=60.0,
-        help="audio seconds per batch; only clips of equal length share a batch (default: 60)",
+        help="padded audio seconds per batch (longest clip x clips); clips of different lengths share a "
+        "batch where every member allows it (layer-norm front ends, CREPE), else equal lengths only (default: 60)",
     )
     embed.add_argument("--shard", metavar="I/N", help="process only shard I of N (1-based), for parallel jobs")
     embed.add_argument("--normalize", choices=("none", "checkpoint"), help="preset option: waveform normalisation")

@@ -293,22 +293,24 @@ def _is_done(record: dict | None, stat: os.stat_result, fingerprint: str, kinds:
 
 
 def embed_clips(model: FusionModel, clips: list[np.ndarray], kinds: Sequence[str]) -> list[dict[str, np.ndarray] | str]:
-    """The output arrays of each clip (all of one length), or why it failed; a batch that fails (e.g.
-    out of memory) is retried clip by clip."""
+    """The output arrays of each clip (any lengths: :meth:`FusionModel.embed_each`), or why it failed;
+    a batch that fails (e.g. out of memory) is retried clip by clip."""
     try:
-        results = model.embed(torch.from_numpy(np.stack(clips)), timestamp="timestamp" in kinds, scene="scene" in kinds)
+        results = model.embed_each(
+            [torch.from_numpy(clip) for clip in clips], timestamp="timestamp" in kinds, scene="scene" in kinds
+        )
     except (RuntimeError, ValueError) as error:
         if len(clips) > 1:
             return [output for clip in clips for output in embed_clips(model, [clip], kinds)]
         return [f"embedding failed: {error}"]
     outputs: list[dict[str, np.ndarray] | str] = []
-    for index in range(len(clips)):
+    for result in results:
         arrays = {}
-        if results.timestamp_embeddings is not None:
-            arrays["timestamp_embeddings"] = results.timestamp_embeddings[index].cpu().numpy()
-            arrays["timestamps"] = results.timestamps[index].cpu().numpy()
-        if results.scene_embeddings is not None:
-            arrays["scene_embedding"] = results.scene_embeddings[index].cpu().numpy()
+        if result.timestamp_embeddings is not None:
+            arrays["timestamp_embeddings"] = result.timestamp_embeddings.cpu().numpy()
+            arrays["timestamps"] = result.timestamps.cpu().numpy()
+        if result.scene_embeddings is not None:
+            arrays["scene_embedding"] = result.scene_embeddings.cpu().numpy()
         outputs.append(arrays)
     return outputs
 
@@ -436,8 +438,12 @@ def _prepare(
     return run, todo
 
 
-def _batches(todo: list[tuple[InputFile, AudioInfo]], batch_seconds: float) -> list[list[tuple[InputFile, AudioInfo]]]:
-    return plan_batches(todo, batch_seconds, name=lambda item: str(item.relative))
+def _batches(
+    todo: list[tuple[InputFile, AudioInfo]], batch_seconds: float, mixed_batch_limit: int
+) -> list[list[tuple[InputFile, AudioInfo]]]:
+    """Length buckets of the clips to embed; ``mixed_batch_limit``: the model's, in samples."""
+    mix_up_to = mixed_batch_limit / FusionModel.sample_rate
+    return plan_batches(todo, batch_seconds, name=lambda item: str(item.relative), mix_up_to_seconds=mix_up_to)
 
 
 class _Progress:
@@ -476,7 +482,7 @@ def embed_files(
     run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard)
     bar = _Progress(run, len(todo), progress)
     try:
-        for batch in _batches(todo, batch_seconds):
+        for batch in _batches(todo, batch_seconds, model.mixed_batch_limit):
             decoded = load_each([str(item.path) for item, _ in batch], model.sample_rate)
             outputs = [run.out_dir / item.output for item, _ in batch]
             run.settle(batch, embed_and_write(model, decoded, run.kinds, outputs))
@@ -501,6 +507,9 @@ class _EmbedWorker:
         torch.set_num_threads(threads)
         self.model = FusionModel.from_config(config, device=device, dtype=torch_dtype(dtype) if dtype else None)
         self.kinds = kinds
+
+    def mixed_batch_limit(self) -> int:
+        return self.model.mixed_batch_limit
 
     def embed(self, outputs: list[Path], decoded: list[np.ndarray | str], tag: str) -> list[Path | str]:
         """:func:`embed_and_write` of one batch. ``decoded`` is its decoding task's result (Ray resolves
@@ -539,10 +548,14 @@ def embed_files_on_ray(
     placement = Placement(device, worker_cpus)
     decode = ray.remote(num_cpus=DECODE_CPUS, max_retries=3)(load_each)
     worker_class = ray.remote(max_restarts=-1, max_task_retries=2, **placement.options())(_EmbedWorker)
-    waiting = collections.deque(_batches(todo, batch_seconds))
-    count = placement.workers(workers) if waiting else 0  # nothing left to do: no model is loaded
+    count = placement.workers(workers) if todo else 0  # nothing left to do: no model is loaded
     threads = placement.options()["num_cpus"]  # the CPUs each worker holds are the threads it uses
     pool = [worker_class.remote(config, device, dtype, threads, run.kinds) for _ in range(count)]
+    try:  # the batches a single process would plan, which needs the model's own limit
+        mixed_batch_limit = ray.get(pool[0].mixed_batch_limit.remote()) if pool else 0
+    except ray.exceptions.RayError:  # the model cannot load: each batch will record why
+        mixed_batch_limit = 0
+    waiting = collections.deque(_batches(todo, batch_seconds, mixed_batch_limit))
     queued = dict.fromkeys(pool, 0)
     in_flight: dict = {}
     tag = _driver_tag(os.getpid())

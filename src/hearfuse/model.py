@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -16,7 +17,7 @@ from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
 from .fusion.pooling import pool, pooling_weights
-from .fusion.windowing import Windowing, window_plan, windowed_aggregate, windowed_pieces
+from .fusion.windowing import Windowing, window_plan, window_samples, windowed_aggregate, windowed_pieces
 from .upstream import get_family
 from .upstream.base import Upstream, module_device
 
@@ -28,6 +29,11 @@ class Embeddings:
     timestamp_embeddings: Tensor | None = None
     timestamps: Tensor | None = None
     scene_embeddings: Tensor | None = None
+
+    def row(self, index: int) -> "Embeddings":
+        """One clip's embeddings, without the batch axis."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return Embeddings(**{name: None if value is None else value[index] for name, value in values.items()})
 
 
 def check_audio(audio: object) -> Tensor:
@@ -47,11 +53,19 @@ def check_audio(audio: object) -> Tensor:
     return audio.float()
 
 
-def zero_mean_unit_variance(audio: Tensor) -> Tensor:
-    """Per-clip waveform normalisation, as the `transformers` feature extractors do it."""
-    mean = audio.mean(dim=-1, keepdim=True)
-    variance = audio.var(dim=-1, keepdim=True, unbiased=False)
-    return (audio - mean) / torch.sqrt(variance + 1e-7)
+def zero_mean_unit_variance(audio: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """Per-clip waveform normalisation, as the `transformers` feature extractors do it; with
+    ``lengths``, each row's statistics are those of its first ``lengths[i]`` samples and its padding
+    stays zero."""
+    if lengths is None:
+        mean = audio.mean(dim=-1, keepdim=True)
+        variance = audio.var(dim=-1, keepdim=True, unbiased=False)
+        return (audio - mean) / torch.sqrt(variance + 1e-7)
+    real = (torch.arange(audio.shape[-1], device=audio.device) < lengths[:, None].to(audio.device)).to(audio.dtype)
+    count = real.sum(dim=-1, keepdim=True)
+    mean = (audio * real).sum(dim=-1, keepdim=True) / count
+    variance = (((audio - mean) * real) ** 2).sum(dim=-1, keepdim=True) / count
+    return (audio - mean) / torch.sqrt(variance + 1e-7) * real
 
 
 class Member(nn.Module):
@@ -80,9 +94,18 @@ class Member(nn.Module):
         """Aggregated features ``(n, T, C)`` (float32) on :meth:`frame_centers_ms`."""
         return self.features(audio, [self.aggregation], scene=scene)[0]
 
-    def features(self, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False) -> list[Tensor]:
-        """The features of each aggregation, from one run of the upstream."""
-        return windowed_aggregate(self.upstream, self._input(audio), aggregations, self.windowing, scene=scene)
+    def features(
+        self,
+        audio: Tensor,
+        aggregations: Sequence[LayerAggregation],
+        *,
+        scene: bool = False,
+        lengths: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The features of each aggregation, from one run of the upstream (rows of different
+        ``lengths``: see :attr:`mixed_batch_limit`)."""
+        audio = self._input(audio, lengths)
+        return windowed_aggregate(self.upstream, audio, aggregations, self.windowing, scene=scene, lengths=lengths)
 
     def pieces(
         self, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False
@@ -90,8 +113,18 @@ class Member(nn.Module):
         """The same features as consecutive frame pieces, one long-audio window at a time."""
         return windowed_pieces(self.upstream, self._input(audio), aggregations, self.windowing, scene=scene)
 
-    def _input(self, audio: Tensor) -> Tensor:
-        return zero_mean_unit_variance(audio) if self.normalize else audio
+    def _input(self, audio: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return zero_mean_unit_variance(audio, lengths) if self.normalize else audio
+
+    @property
+    def mixed_batch_limit(self) -> int:
+        """The longest clip, in samples, that may share a batch with clips of other lengths: one
+        window (both frame kinds), or 0 when the upstream cannot batch different lengths."""
+        if not self.upstream.mixed_lengths:
+            return 0
+        if self.windowing is None:
+            return sys.maxsize
+        return min(window_samples(self.upstream, self.windowing, scene=scene) for scene in (False, True))
 
     def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
         return self.upstream.frame_centers_ms(num_samples, scene=scene)
@@ -118,6 +151,8 @@ class FusionModel(nn.Module):
         if dtype is not None and dtype not in [torch_dtype(name) for name in DTYPE_NAMES]:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype}")
         self.autocast_dtype = None if dtype in (None, torch.float32) else dtype
+        if self.autocast_dtype is not None:
+            cast_matmul_weights(self, self.autocast_dtype)
         self.eval()
 
     @classmethod
@@ -190,6 +225,125 @@ class FusionModel(nn.Module):
         member m's states as ``variants[m][k]`` and the other members as configured. Each is what a
         model with that aggregation in its config returns (layer-wise analysis gets every state of a
         member from one pass per clip this way)."""
+        count = self._variant_count(variants, timestamp, scene)
+        audio = check_audio(audio).to(self.device)
+        num_samples = audio.shape[-1]
+        frames: dict[str, list[Tensor]] = {}
+        pooled: dict[str, list[Tensor]] = {}
+        weights = self._scene_weights(num_samples) if scene else {}
+        with self.inference():
+            for name, member in self.members.items():
+                aggregations = variants.get(name, [member.aggregation])
+                if timestamp:
+                    frames[name] = member.features(audio, aggregations)
+                if scene:
+                    shared = timestamp and not member.upstream.scene_frames_differ
+                    pieces = [frames[name]] if shared else member.pieces(audio, aggregations, scene=True)
+                    pooled[name] = _pool_pieces(pieces, weights[name])
+        return self._finish(frames, pooled, num_samples, count)
+
+    @property
+    def mixed_batch_limit(self) -> int:
+        """The longest clip, in samples, that :meth:`embed_each` batches with clips of other lengths
+        (padded, each clip's output unchanged); 0 when some member cannot (a group-norm front end)."""
+        return min(member.mixed_batch_limit for member in self.members.values())
+
+    def embed_each(self, clips: Sequence[Tensor], *, timestamp: bool = True, scene: bool = True) -> list[Embeddings]:
+        """:meth:`embed` of clips of any lengths, 1-D tensors ``(n_samples,)``, in one batch where the
+        members allow it; each clip's result is what :meth:`embed` returns for it alone (within float
+        tolerance), without the batch axis: ``(T, D)``, ``(T,)`` and ``(D,)``.
+
+        Clips up to :attr:`mixed_batch_limit` samples are zero-padded into one batch (an attention
+        mask hides the padding; CREPE computes only each clip's own frames); longer clips, and all
+        clips of a model that cannot mix lengths, run in batches of equal length.
+        """
+        return self.embed_each_variants(clips, {}, timestamp=timestamp, scene=scene)[0]
+
+    def embed_each_variants(
+        self,
+        clips: Sequence[Tensor],
+        variants: Mapping[str, Sequence[LayerAggregation]],
+        *,
+        timestamp: bool = True,
+        scene: bool = True,
+    ) -> list[list[Embeddings]]:
+        """:meth:`embed_each` of each variant (see :meth:`embed_variants`): ``result[k][i]`` is variant
+        k of clip i."""
+        count = self._variant_count(variants, timestamp, scene)
+        clips = [self._check_clip(clip, index) for index, clip in enumerate(clips)]
+        by_length: dict[int, list[int]] = {}
+        for index, clip in enumerate(clips):
+            by_length.setdefault(clip.shape[-1], []).append(index)
+        results: list[list[Embeddings]] = [[Embeddings()] * len(clips) for _ in range(count)]
+
+        def place(indices: list[int], batches: list[Embeddings]) -> None:
+            for k, batch in enumerate(batches):
+                for row, index in enumerate(indices):
+                    results[k][index] = batch.row(row)
+
+        mixable = {length: indices for length, indices in by_length.items() if length <= self.mixed_batch_limit}
+        if len(mixable) > 1:
+            for length, batches in self._embed_mixed(clips, mixable, variants, count, timestamp, scene):
+                place(mixable[length], batches)
+            by_length = {length: indices for length, indices in by_length.items() if length not in mixable}
+        for indices in by_length.values():
+            batch = torch.stack([clips[index] for index in indices])
+            place(indices, self.embed_variants(batch, variants, timestamp=timestamp, scene=scene))
+        return results
+
+    def _embed_mixed(
+        self,
+        clips: list[Tensor],
+        groups: dict[int, list[int]],
+        variants: Mapping[str, Sequence[LayerAggregation]],
+        count: int,
+        timestamp: bool,
+        scene: bool,
+    ) -> Iterator[tuple[int, list[Embeddings]]]:
+        """One padded run of every member over clips of several lengths, then the usual alignment,
+        combination and pooling for each group of equal length (a batch of it, on its own frames)."""
+        order = [index for indices in groups.values() for index in indices]
+        lengths = torch.tensor([clips[index].shape[-1] for index in order])
+        audio = torch.zeros(len(order), int(lengths.max()), device=self.device)
+        for row, index in enumerate(order):
+            audio[row, : lengths[row]] = clips[index]
+        frames: dict[str, list[Tensor]] = {}
+        scene_frames: dict[str, list[Tensor]] = {}
+        with self.inference():
+            for name, member in self.members.items():
+                aggregations = variants.get(name, [member.aggregation])
+                if timestamp:
+                    frames[name] = member.features(audio, aggregations, lengths=lengths)
+                if scene:
+                    shared = timestamp and not member.upstream.scene_frames_differ
+                    scene_frames[name] = (
+                        frames[name] if shared else member.features(audio, aggregations, scene=True, lengths=lengths)
+                    )
+        first = 0
+        for length, indices in groups.items():
+            rows = slice(first, first + len(indices))
+            first += len(indices)
+            pooled = {}
+            if scene:
+                weights = self._scene_weights(length)
+                own = self._own_frames(scene_frames, rows, length, scene=True)
+                pooled = {name: _pool_pieces([each], weights[name]) for name, each in own.items()}
+            yield length, self._finish(self._own_frames(frames, rows, length, scene=False), pooled, length, count)
+
+    def _own_frames(
+        self, per_member: dict[str, list[Tensor]], rows: slice, num_samples: int, *, scene: bool
+    ) -> dict[str, list[Tensor]]:
+        """Rows of a padded batch, cut to each member's own frame count for clips of ``num_samples``."""
+        sizes = {name: len(self.members[name].frame_centers_ms(num_samples, scene=scene)) for name in per_member}
+        return {name: [x[rows, : sizes[name]] for x in each] for name, each in per_member.items()}
+
+    def _check_clip(self, clip: object, index: int) -> Tensor:
+        if not isinstance(clip, torch.Tensor) or clip.ndim != 1:
+            shape = tuple(clip.shape) if isinstance(clip, torch.Tensor) else type(clip).__name__
+            raise ValueError(f"clip {index} must be a 1-D torch.Tensor (n_samples,), got {shape}")
+        return check_audio(clip[None])[0].to(self.device)
+
+    def _variant_count(self, variants: Mapping[str, Sequence[LayerAggregation]], timestamp: bool, scene: bool) -> int:
         if not (timestamp or scene):
             raise ValueError("ask for timestamp and/or scene embeddings")
         unknown = sorted(set(variants) - set(self.members))
@@ -198,25 +352,18 @@ class FusionModel(nn.Module):
         counts = {len(each) for each in variants.values()}
         if len(counts) > 1 or 0 in counts:
             raise ValueError("every varied member needs the same number (at least one) of aggregations")
-        count = counts.pop() if counts else 1
-        audio = check_audio(audio).to(self.device)
-        num_samples = audio.shape[-1]
-        frames: dict[str, list[Tensor]] = {}
-        pooled: dict[str, list[Tensor]] = {}
-        if scene:
-            reference_frames = len(self._reference.frame_centers_ms(num_samples, scene=True))
-            target_weights = pooling_weights(reference_frames, self.config.scene_groups)
-            scene_maps = self._time_maps(num_samples, scene=True)
-        with self.inference():
-            for name, member in self.members.items():
-                aggregations = variants.get(name, [member.aggregation])
-                if timestamp:
-                    frames[name] = member.features(audio, aggregations)
-                if scene:
-                    weights = scene_maps[name].pull_back(target_weights)
-                    shared = timestamp and not member.upstream.scene_frames_differ
-                    pieces = [frames[name]] if shared else member.pieces(audio, aggregations, scene=True)
-                    pooled[name] = _pool_pieces(pieces, weights)
+        return counts.pop() if counts else 1
+
+    def _scene_weights(self, num_samples: int) -> dict[str, Tensor]:
+        """Scene pooling weights over each member's own scene frames (pulled back through the alignment)."""
+        reference_frames = len(self._reference.frame_centers_ms(num_samples, scene=True))
+        target = pooling_weights(reference_frames, self.config.scene_groups)
+        return {name: linear.pull_back(target) for name, linear in self._time_maps(num_samples, scene=True).items()}
+
+    def _finish(
+        self, frames: dict[str, list[Tensor]], pooled: dict[str, list[Tensor]], num_samples: int, count: int
+    ) -> list[Embeddings]:
+        """Each variant's embeddings from the members' frames and/or pooled scene features."""
 
         def variant(per_member: dict[str, list[Tensor]], k: int) -> dict[str, Tensor]:
             return {name: each[k if len(each) > 1 else 0] for name, each in per_member.items()}
@@ -224,11 +371,11 @@ class FusionModel(nn.Module):
         results = []
         for k in range(count):
             result = Embeddings()
-            if timestamp:
+            if frames:
                 combined, centres_ms = self._align_and_join(variant(frames, k), num_samples, scene=False)
                 result.timestamp_embeddings = combined
                 result.timestamps = centres_ms.to(torch.float32).to(combined.device).expand(combined.shape[0], -1)
-            if scene:
+            if pooled:
                 result.scene_embeddings = self._join(variant(pooled, k)).flatten(1)
             results.append(result)
         return results
@@ -273,6 +420,23 @@ class FusionModel(nn.Module):
         ]
         combined = average(members) if config.combine == "avg" else concatenate(members, interleave=config.interleave)
         return combined.float()
+
+
+#: The modules whose weights autocast would cast to the run precision on every call.
+_MATMUL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def cast_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the weights and biases of linear and convolution layers to ``dtype`` once, at load.
+
+    Autocast casts exactly these to ``dtype`` when each runs, and frozen weights are not in its cast
+    cache, so every call copied every weight; cast once, the same products run on the same values
+    (outputs are bit-identical) with no copies and half the weight memory. Everything else (norms,
+    embeddings, BatchNorm statistics) stays float32, where autocast keeps it too.
+    """
+    for layer in module.modules():
+        if isinstance(layer, _MATMUL_MODULES):
+            layer.to(dtype)
 
 
 def _pool_pieces(pieces: Iterable[list[Tensor]], weights: Tensor) -> list[Tensor]:

@@ -106,18 +106,24 @@ def embed_split_variants(
     ]
     try:
         position = min(cache.done for cache in caches)
-        for batch in _batches(audio_dir, files[position:], batch_seconds):
+        mix_up_to = model.mixed_batch_limit / model.sample_rate
+        for batch in _batches(audio_dir, files[position:], batch_seconds, mix_up_to):
             active = [k for k, cache in enumerate(caches) if cache.done < position + len(batch)]
-            audio = torch.from_numpy(np.stack([_load(audio_dir / name, model.sample_rate) for name in batch]))
+            clips = [torch.from_numpy(_load(audio_dir / name, model.sample_rate)) for name in batch]
             chosen = {name: [each[k] for k in active] for name, each in variants.items()}
-            results = model.embed_variants(audio, chosen, timestamp=kind == "event", scene=kind == "scene")
-            for k, result in zip(active, results):
-                embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[:, None]
-                if embeddings.shape[-1] != width:
-                    raise EmbeddingError(f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}")
-                times = result.timestamps.cpu().numpy() if kind == "event" else np.zeros(embeddings.shape[:2])
+            results = model.embed_each_variants(clips, chosen, timestamp=kind == "event", scene=kind == "scene")
+            for k, per_clip in zip(active, results):
                 skip = caches[k].done - position  # clips of this batch the variant's cache already holds
-                caches[k].append(batch[skip:], embeddings[skip:].float().cpu().numpy(), times[skip:])
+                rows, times = [], []
+                for result in per_clip[skip:]:
+                    embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[None]
+                    if embeddings.shape[-1] != width:
+                        raise EmbeddingError(
+                            f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}"
+                        )
+                    rows.append(embeddings.float().cpu().numpy())
+                    times.append(result.timestamps.cpu().numpy() if kind == "event" else np.zeros(1))
+                caches[k].append(batch[skip:], rows, times)
             position += len(batch)
             if progress is not None:
                 progress(len(batch))
@@ -154,14 +160,14 @@ class _SplitCache:
         self.times_file = open(directory / "timestamps.f32", "ab")
         self.index_file = open(directory / "index.jsonl", "a")
 
-    def append(self, names: list[str], embeddings: np.ndarray, times: np.ndarray) -> None:
-        """Clips' rows ``(clips, rows, D)`` and row times; the data is on disk before any index line names it."""
+    def append(self, names: list[str], embeddings: list[np.ndarray], times: list[np.ndarray]) -> None:
+        """Each clip's rows ``(rows, D)`` and row times; the data is on disk before any index line names it."""
         lines = []
-        for clip, name in enumerate(names):
-            self.rows_file.write(np.ascontiguousarray(embeddings[clip], np.float32).tobytes())
-            self.times_file.write(np.ascontiguousarray(times[clip], np.float32).tobytes())
-            lines.append(json.dumps({"file": name, "start": self.rows_done, "count": embeddings.shape[1]}) + "\n")
-            self.rows_done += embeddings.shape[1]
+        for name, rows, row_times in zip(names, embeddings, times, strict=True):
+            self.rows_file.write(np.ascontiguousarray(rows, np.float32).tobytes())
+            self.times_file.write(np.ascontiguousarray(row_times, np.float32).tobytes())
+            lines.append(json.dumps({"file": name, "start": self.rows_done, "count": len(rows)}) + "\n")
+            self.rows_done += len(rows)
         for handle in (self.rows_file, self.times_file):
             _sync(handle)
         self.index_file.write("".join(lines))
@@ -271,8 +277,8 @@ def _load(path: Path, sample_rate: int) -> np.ndarray:
         raise EmbeddingError(f"{path}: {error}") from None
 
 
-def _batches(audio_dir: Path, names: list[str], batch_seconds: float):
-    """Consecutive clips of equal length (no padding), up to ``batch_seconds`` of audio."""
+def _batches(audio_dir: Path, names: list[str], batch_seconds: float, mix_up_to_seconds: float):
+    """Consecutive clips in storage order (:func:`~hearfuse.batching.consecutive_batches`)."""
 
     def with_info():
         for name in names:
@@ -281,5 +287,5 @@ def _batches(audio_dir: Path, names: list[str], batch_seconds: float):
             except (AudioError, OSError) as error:
                 raise EmbeddingError(f"{audio_dir / name}: {error}") from None
 
-    for batch in consecutive_batches(with_info(), batch_seconds):
+    for batch in consecutive_batches(with_info(), batch_seconds, mix_up_to_seconds):
         yield [name for name, _ in batch]

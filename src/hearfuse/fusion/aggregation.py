@@ -99,10 +99,16 @@ def aggregate(upstream: Upstream, audio: Tensor, aggregation: LayerAggregation, 
 
 
 def aggregate_each(
-    upstream: Upstream, audio: Tensor, aggregations: Sequence[LayerAggregation], *, scene: bool = False
+    upstream: Upstream,
+    audio: Tensor,
+    aggregations: Sequence[LayerAggregation],
+    *,
+    scene: bool = False,
+    lengths: Tensor | None = None,
 ) -> list[Tensor]:
     """Several aggregations of the same states from one run of ``upstream`` (layer-wise analysis
-    asks for every state at once); each is accumulated exactly as :func:`aggregate` would."""
+    asks for every state at once); each is accumulated exactly as :func:`aggregate` would.
+    ``lengths``: rows of different lengths, for upstreams with ``mixed_lengths``."""
     weights = [aggregation.state_weights(upstream.num_states) for aggregation in aggregations]
     needed = frozenset(index for each in weights for index in each)
     last_needed = max(needed)
@@ -118,7 +124,10 @@ def aggregate_each(
                     totals[position] = hidden * weight if total is None else total.add_(hidden, alpha=weight)
         return index >= last_needed
 
-    upstream.visit_states(audio, visit, scene=scene, needed=needed)
+    if lengths is None:  # upstreams written before mixed-length batches need not know the keyword
+        upstream.visit_states(audio, visit, scene=scene, needed=needed)
+    else:
+        upstream.visit_states(audio, visit, scene=scene, needed=needed, lengths=lengths)
     for position, total in enumerate(totals):
         if total is None:
             raise RuntimeError(f"{type(upstream).__name__} produced no hidden state {max(weights[position])}")

@@ -33,11 +33,17 @@ class Windowing:
             )
 
 
+def window_samples(upstream: Upstream, windowing: Windowing, *, scene: bool = False) -> int:
+    """Samples in one window: the longest clip that is run in one piece."""
+    hop = upstream.frame_hop_samples(scene=scene)
+    return round(windowing.window_seconds * upstream.sample_rate) // hop * hop
+
+
 def window_plan(upstream: Upstream, windowing: Windowing, *, scene: bool = False) -> tuple[int, int]:
     """(context frames on each side, core frames) of every window of ``upstream``; a window too short
     to keep any core frame is refused (checked when a model is built, not when a long file comes)."""
     hop = upstream.frame_hop_samples(scene=scene)
-    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop
+    window = window_samples(upstream, windowing, scene=scene)
     # Context of at least one receptive field, so every core frame is computable in its window;
     # models without long-range context (CREPE) need no more, and their windows are exact.
     context = -(-upstream.receptive_field // hop)
@@ -59,19 +65,23 @@ def windowed_pieces(
     windowing: Windowing | None,
     *,
     scene: bool = False,
+    lengths: Tensor | None = None,
 ) -> Iterator[list[Tensor]]:
     """:func:`~.aggregation.aggregate_each` over the whole clip as consecutive frame pieces, one
     ``(n, t_i, C)`` tensor per aggregation in each piece.
 
     One piece when the clip fits a window; otherwise the core frames of each window in
-    order, so a consumer can reduce them without holding them all.
+    order, so a consumer can reduce them without holding them all. Rows of different
+    ``lengths`` must all fit one window.
     """
     num_samples = audio.shape[-1]
     hop = upstream.frame_hop_samples(scene=scene)
-    window = round(windowing.window_seconds * upstream.sample_rate) // hop * hop if windowing else 0
-    if windowing is None or num_samples <= window:
-        yield aggregate_each(upstream, audio, aggregations, scene=scene)
+    window = window_samples(upstream, windowing, scene=scene) if windowing else num_samples
+    if num_samples <= window:
+        yield aggregate_each(upstream, audio, aggregations, scene=scene, lengths=lengths)
         return
+    if lengths is not None:
+        raise ValueError("clips of different lengths share a batch only when each fits one window")
     context, core_frames = window_plan(upstream, windowing, scene=scene)
     total = len(upstream.frame_centers_ms(num_samples, scene=scene))
     for first in range(0, total, core_frames):
@@ -90,9 +100,10 @@ def windowed_aggregate(
     windowing: Windowing | None,
     *,
     scene: bool = False,
+    lengths: Tensor | None = None,
 ) -> list[Tensor]:
     """:func:`~.aggregation.aggregate_each` over the whole clip, windowed when it is longer than a window."""
     import torch
 
-    pieces = list(windowed_pieces(upstream, audio, aggregations, windowing, scene=scene))
+    pieces = list(windowed_pieces(upstream, audio, aggregations, windowing, scene=scene, lengths=lengths))
     return pieces[0] if len(pieces) == 1 else [torch.cat(parts, dim=1) for parts in zip(*pieces)]

@@ -40,6 +40,13 @@ class Upstream(nn.Module, ABC):
     receptive_field: int
     #: Whether the checkpoint was trained on zero-mean, unit-variance waveforms.
     expects_normalized_waveform: bool = False
+    #: Whether clips of different lengths may share a batch: :meth:`visit_states` then takes
+    #: ``lengths`` and each clip's states on its own frames equal that clip run alone (within float
+    #: tolerance). True where padding cannot leak into real frames: frames computed independently
+    #: (CREPE), or per-frame (layer) norms in the front end with an attention mask. Not where a
+    #: group norm spans the whole input (wav2vec2 Base) or stacked positional convolutions carry
+    #: padding inwards (data2vec-audio).
+    mixed_lengths: bool = False
 
     @abstractmethod
     def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
@@ -47,7 +54,13 @@ class Upstream(nn.Module, ABC):
 
     @abstractmethod
     def visit_states(
-        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+        self,
+        audio: Tensor,
+        visit: StateVisitor,
+        *,
+        scene: bool = False,
+        needed: Collection[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> None:
         """Run the model on ``audio`` ``(n, samples)`` and hand each hidden state to ``visit``.
 
@@ -56,6 +69,9 @@ class Upstream(nn.Module, ABC):
         ``needed``: the state indices the visitor uses (None: all). A family whose states cost
         extra work to expose (CREPE pools each block's map) may skip the others; every needed
         state is still visited, in index order.
+        ``lengths`` (only when :attr:`mixed_lengths`): the real samples of each row, which starts at
+        sample 0 and is zero-padded after them; row ``i``'s first ``len(frame_centers_ms(lengths[i]))``
+        frames are then its clip's states, and later frames are to be ignored.
         """
 
     def frame_hop_samples(self, *, scene: bool = False) -> int:

@@ -61,7 +61,8 @@ def _build(checkpoint: str = "full", **options):
         capacity = _capacity_of(path)
     from .crepe_net import CrepeNet, CrepeUpstream
 
-    return CrepeUpstream(CrepeNet(capacity).load_keras_weights(path), **options)
+    net = CrepeNet(capacity, conv_form=options.pop("conv_form", "auto")).load_keras_weights(path)
+    return CrepeUpstream(net, **options)
 
 
 def _capacity_of(path: Path) -> str:
@@ -101,6 +102,8 @@ CREPE = register_family(
             "scene_hop_ms": Option(float, minimum=0, above_minimum=True, nullable=True),
             "first_center_ms": Option(float, minimum=0),
             "frame_batch": Option(int, minimum=1, performance_only=True),
+            # "auto", "conv" or "matmul": how the convolutions are computed (crepe_net's docstring)
+            "conv_form": Option(str, performance_only=True),
         },
     )
 )

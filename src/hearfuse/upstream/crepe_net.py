@@ -1,18 +1,28 @@
 """CREPE's network and its :class:`~hearfuse.upstream.base.Upstream` (the registry entry is
 :mod:`hearfuse.upstream.crepe`).
 
-The network is written with ``Conv1d`` on ``(frames, channels, time)`` tensors. The Keras
-model (and torchcrepe) express the same maths as ``(k, 1)`` ``Conv2d``, which is about 3x
-slower on CPU. On an H200 under bf16 this form ran at 110 TFLOP/s (``benchmarks.member_profile``);
-a height-1 ``Conv2d`` in channels-last memory measured 4 % slower there, so there is one
-form for every device. It is an ``nn.Module`` like any other: ``.to(device)`` moves it,
-many clips' frames run in one batch, and it runs under bf16 autocast.
+The network has two forms of the same maths, chosen by ``conv_form``:
+
+- ``"conv"``: ``Conv1d`` on ``(frames, channels, time)`` tensors. The Keras model (and
+  torchcrepe) write ``(k, 1)`` ``Conv2d``, about 3x slower on CPU. On an H200 under bf16 this
+  form ran at 110 TFLOP/s (``benchmarks.member_profile``), in cuDNN kernels that mostly miss the
+  tensor cores; a height-1 ``Conv2d`` in channels-last memory measured 4 % slower.
+- ``"matmul"``: every convolution as matrix products on ``(frames, time, channels)`` tensors,
+  the shapes tensor cores are built for: unfolded windows times the kernel (im2col) where the
+  unfolded input is small (the strided first layer, the narrow late ones), and for the widest
+  layer (conv2 of the full model, 1024 -> 128 channels) one product with all 64 taps' kernels
+  side by side whose shifted diagonals are summed, which reads the input once instead of 64 times.
+- ``"auto"`` (default): ``matmul`` on CUDA, ``conv`` elsewhere: on 2 CPU cores oneDNN's
+  convolutions are 1.8x faster than the products (CREPE full, 256 frames, float32).
+
+It is an ``nn.Module`` like any other: ``.to(device)`` moves it, many clips' frames run in one
+batch, and it runs under bf16 autocast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +35,21 @@ FRAME_SAMPLES = 1024
 SAMPLE_RATE = 16000
 PITCH_BINS = 360
 _BN_EPS = 0.001  # Keras' BatchNormalization default, as the weights were trained with
+#: The forms of the network's convolutions (module docstring).
+CONV_FORMS = ("auto", "conv", "matmul")
 
 
 class CrepeNet(nn.Module):
     """CREPE's convolutional network on 1024-sample frames."""
 
-    def __init__(self, capacity: str = "full"):
+    def __init__(self, capacity: str = "full", conv_form: str = "auto"):
         super().__init__()
         if capacity not in CAPACITIES:
             raise ValueError(f"unknown CREPE capacity {capacity!r}; choose one of {list(CAPACITIES)}")
+        if conv_form not in CONV_FORMS:
+            raise ValueError(f"conv_form must be one of {', '.join(CONV_FORMS)}, got {conv_form!r}")
         self.capacity = capacity
+        self.conv_form = conv_form
         filters = [CAPACITIES[capacity] * base for base in BASE_FILTERS]
         in_channels = [1] + filters[:-1]
         kernels = [512] + [64] * 5
@@ -53,10 +68,53 @@ class CrepeNet(nn.Module):
         return total // 2, total - total // 2
 
     def _block(self, x: Tensor, index: int) -> Tensor:
+        """Block ``index`` (conv, ReLU, batch norm, max-pool) on ``(frames, channels, time)``."""
         conv = self.convs[index]
         x = F.pad(x, self._same_padding(x.shape[-1], conv.kernel_size[0], conv.stride[0]))
         x = self.norms[index](F.relu(conv(x)))
         return F.max_pool1d(x, 2, 2)
+
+    def _matmul_block(self, x: Tensor, index: int) -> Tensor:
+        """:meth:`_block` as matrix products, on ``(frames, time, channels)``."""
+        conv, norm = self.convs[index], self.norms[index]
+        out_channels, in_channels, kernel = conv.weight.shape
+        stride = conv.stride[0]
+        frames = x.shape[0]
+        x = F.pad(x, (0, 0, *self._same_padding(x.shape[1], kernel, stride)))
+        steps = (x.shape[1] - kernel) // stride + 1
+        if stride > 1 or in_channels * steps <= x.shape[1] * out_channels:
+            windows = x.unfold(1, kernel, stride).reshape(frames * steps, in_channels * kernel)
+            y = (windows @ conv.weight.reshape(out_channels, -1).T).view(frames, steps, out_channels)
+        else:
+            # Every tap's kernel applied at every step in one product; output step t sums tap j's
+            # result at input step t + j: a diagonal of the (step, tap) grid, read as a strided view.
+            taps = x @ conv.weight.permute(1, 2, 0).reshape(in_channels, kernel * out_channels)
+            row = kernel * out_channels
+            diagonals = taps.as_strided(
+                (frames, steps, kernel, out_channels), (taps.stride(0), row, row + out_channels, 1)
+            )
+            y = diagonals.sum(2)
+        y = F.relu(y + conv.bias)
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        y = y * scale + (norm.bias - norm.running_mean * scale)
+        return y.view(frames, steps // 2, 2, out_channels).amax(2)
+
+    def _maps(self, frames: Tensor, count: int) -> Iterator[Tensor]:
+        """The ``(frames, channels, time)`` output of each of the first ``count`` blocks, in the
+        form :attr:`conv_form` selects (matmul maps are transposed views)."""
+        form = self.conv_form
+        if form == "auto":
+            form = "matmul" if frames.is_cuda else "conv"
+        if form == "conv":
+            x = frames[:, None, :]
+            for index in range(count):
+                x = self._block(x, index)
+                yield x
+        else:
+            x = frames[:, :, None]
+            for index in range(count):
+                x = self._matmul_block(x, index)
+                yield x.transpose(1, 2)
 
     def embed(self, frames: Tensor) -> Tensor:
         """Pool-5 output flattened channel-major, ``(batch, channels * 8)``, as torchcrepe.embed."""
@@ -72,10 +130,8 @@ class CrepeNet(nn.Module):
         64, 4 and 2 adjacent steps.
         """
         width = embedding_dim(self.capacity)
-        x = frames[:, None, :]
         out = {}
-        for index in range(max(needed) + 1):
-            x = self._block(x, index)
+        for index, x in enumerate(self._maps(frames, max(needed) + 1)):
             if index in needed:
                 steps = width // x.shape[1]
                 out[index] = (x if x.shape[-1] == steps else F.avg_pool1d(x, x.shape[-1] // steps)).flatten(1)
@@ -83,9 +139,7 @@ class CrepeNet(nn.Module):
 
     def salience(self, frames: Tensor) -> Tensor:
         """Pitch-bin activations ``(batch, 360)`` (sigmoid), 20-cent bins from 1997.38 cents."""
-        x = frames[:, None, :]
-        for index in range(6):
-            x = self._block(x, index)
+        *_, x = self._maps(frames, 6)
         return torch.sigmoid(self.classifier(x.transpose(1, 2).flatten(1)))
 
     def load_keras_weights(self, path: str | Path) -> "CrepeNet":
@@ -126,6 +180,7 @@ class CrepeUpstream(Upstream):
     """
 
     context_dependent = False
+    mixed_lengths = True
     num_states = NUM_STATES
     receptive_field = FRAME_SAMPLES
 
@@ -169,10 +224,16 @@ class CrepeUpstream(Upstream):
         return (self.first_center + torch.arange(count, dtype=torch.float64) * hop) * 1000 / SAMPLE_RATE
 
     def visit_states(
-        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+        self,
+        audio: Tensor,
+        visit: StateVisitor,
+        *,
+        scene: bool = False,
+        needed: Collection[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> None:
         wanted = sorted(range(self.num_states) if needed is None else needed)
-        states = self.states(audio, hop=self.frame_hop_samples(scene=scene), needed=wanted)
+        states = self.states(audio, hop=self.frame_hop_samples(scene=scene), needed=wanted, lengths=lengths)
         for index in wanted:
             if visit(index, states.pop(index)):
                 return
@@ -181,19 +242,31 @@ class CrepeUpstream(Upstream):
         """Pool-5 embeddings ``(n, frames, dim)`` of every frame."""
         return self.states(audio, hop=hop, needed=(self.num_states - 1,))[self.num_states - 1]
 
-    def states(self, audio: Tensor, *, hop: int, needed: Collection[int]) -> dict[int, Tensor]:
-        """The needed states ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time."""
+    def states(
+        self, audio: Tensor, *, hop: int, needed: Collection[int], lengths: Tensor | None = None
+    ) -> dict[int, Tensor]:
+        """The needed states ``(n, frames, dim)`` of every frame, computed ``frame_batch`` frames at a time.
+
+        Frames are independent, so the frames of all clips, whatever their lengths (``lengths``), are
+        pooled into network calls of ``frame_batch`` frames; a shorter clip's frames past its own end
+        are left zero and never computed.
+        """
         n_sounds, num_samples = audio.shape
-        count = centered_frame_count(num_samples, hop, self.first_center)
+        sizes = [num_samples] * n_sounds if lengths is None else [int(length) for length in lengths]
+        counts = torch.tensor([centered_frame_count(size, hop, self.first_center) for size in sizes])
         half = FRAME_SAMPLES // 2
         # Pad so that every frame centre up to the clip end has a full window; frames are views.
         padded = F.pad(audio.float(), (half, half + max(0, self.first_center - num_samples)))
-        frames = padded[:, self.first_center :].unfold(-1, FRAME_SAMPLES, hop)[:, :count]
-        step = max(1, self.frame_batch // n_sounds)  # frames per clip in one network call
-        outputs: dict[int, list[Tensor]] = {index: [] for index in needed}
-        for start in range(0, count, step):
-            chunk = frames[:, start : start + step]
-            flat = normalize_frames(chunk.reshape(-1, FRAME_SAMPLES))
-            for index, state in self.net.states(flat, needed).items():
-                outputs[index].append(state.float().reshape(n_sounds, chunk.shape[1], -1))
-        return {index: torch.cat(parts, dim=1) for index, parts in outputs.items()}
+        frames = padded[:, self.first_center :].unfold(-1, FRAME_SAMPLES, hop)
+        rows = torch.repeat_interleave(torch.arange(n_sounds), counts).to(audio.device)
+        columns = torch.cat([torch.arange(count) for count in counts.tolist()]).to(audio.device)
+        outputs: dict[int, Tensor] = {}
+        for start in range(0, len(rows), self.frame_batch):
+            where = rows[start : start + self.frame_batch], columns[start : start + self.frame_batch]
+            for index, state in self.net.states(normalize_frames(frames[where]), needed).items():
+                if index not in outputs:
+                    outputs[index] = state.new_zeros(
+                        (n_sounds, int(counts.max()), state.shape[-1]), dtype=torch.float32
+                    )
+                outputs[index][where] = state.float()
+        return outputs

@@ -71,6 +71,11 @@ class TransformerUpstream(Upstream):
         self.expects_normalized_waveform = expects_normalized_waveform
         self._blocks = self.model.encoder.layers
         fold_parametrizations(self.model)
+        # Layer-norm front ends normalise each frame; one positional convolution reads zeros beyond a
+        # clip either way (`transformers` zeroes padded frames before it); attention is masked.
+        self.mixed_lengths = getattr(config, "feat_extract_norm", None) == "layer" and hasattr(
+            self.model.encoder.pos_conv_embed, "conv"
+        )
 
     def train(self, mode: bool = True) -> "TransformerUpstream":
         # Frozen feature extractor: layerdrop and dropout must never be active.
@@ -89,11 +94,24 @@ class TransformerUpstream(Upstream):
         return (starts + self.receptive_field / 2) * 1000 / self.sample_rate
 
     def visit_states(
-        self, audio: Tensor, visit: StateVisitor, *, scene: bool = False, needed: Collection[int] | None = None
+        self,
+        audio: Tensor,
+        visit: StateVisitor,
+        *,
+        scene: bool = False,
+        needed: Collection[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> None:
-        missing = self.receptive_field - audio.shape[-1]
-        if missing > 0:
-            audio = F.pad(audio, (missing // 2, missing - missing // 2))
+        if lengths is not None and not self.mixed_lengths:
+            raise ValueError(f"{type(self.model).__name__} with this front end cannot batch clips of different lengths")
+        attention_mask = None
+        if lengths is None:
+            missing = self.receptive_field - audio.shape[-1]
+            if missing > 0:
+                audio = F.pad(audio, (missing // 2, missing - missing // 2))
+        else:
+            audio, lengths = self._centre_short_rows(audio, lengths)
+            attention_mask = (torch.arange(audio.shape[-1], device=audio.device) < lengths[:, None]).long()
 
         def on_block_input(index: int, _module, args, kwargs) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
@@ -108,13 +126,31 @@ class TransformerUpstream(Upstream):
             for index, block in enumerate(self._blocks)
         ]
         try:
-            output = self.model(audio)
+            output = self.model(audio, attention_mask=attention_mask)
             visit(self.num_states - 1, output.last_hidden_state)
         except _StopForward:
             pass
         finally:
             for hook in hooks:
                 hook.remove()
+
+    def _centre_short_rows(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows shorter than one receptive field, zero-padded on both sides to it, as a clip alone is."""
+        lengths = lengths.to(audio.device)
+        short = (lengths < self.receptive_field).nonzero().flatten().tolist()
+        if not short:
+            return audio, lengths
+        extra = self.receptive_field - audio.shape[-1]
+        audio = F.pad(audio, (0, extra)) if extra > 0 else audio.clone()  # never the caller's tensor
+        lengths = lengths.clone()
+        for row in short:
+            length = int(lengths[row])
+            clip = audio[row, :length].clone()
+            audio[row] = 0
+            start = (self.receptive_field - length) // 2
+            audio[row, start : start + length] = clip
+            lengths[row] = self.receptive_field
+        return audio, lengths
 
 
 def fold_parametrizations(model: nn.Module) -> None:

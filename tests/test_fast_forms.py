@@ -1,0 +1,91 @@
+"""The faster forms of the same computations (chosen per device) equal their reference forms on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hearfuse.fusion.alignment import stretch, stretch_matrix
+from hearfuse.model import FusionModel
+from hearfuse.upstream import get_family
+from hearfuse.upstream.crepe_net import CrepeNet
+
+from .conftest import sine_batch
+
+
+@pytest.mark.parametrize("source, target", [(256, 1024), (1024, 768), (37, 100), (100, 37), (5, 5), (1, 8)])
+def test_width_stretch_as_a_matrix_product_equals_f_interpolate(source, target):
+    x = torch.randn(3, 11, source, generator=torch.Generator().manual_seed(source))
+
+    def interpolate(values: torch.Tensor) -> torch.Tensor:
+        flat = F.interpolate(values.reshape(-1, 1, source), size=target, mode="linear", align_corners=False)
+        return flat.reshape(3, 11, target)
+
+    assert torch.equal(stretch(x, target, dim=2), interpolate(x))  # the CPU default is F.interpolate itself
+    # The matrix holds float64 positions: it matches F.interpolate in float64 to float32 rounding (in
+    # float32, F.interpolate's own positions are off by up to 1e-4 of a step at 1000 points).
+    exact = interpolate(x.double()).float()
+    torch.testing.assert_close(stretch(x, target, dim=2, method="matmul"), exact, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        stretch(x.transpose(1, 2), target, dim=1, method="matmul"), exact.transpose(1, 2), rtol=1e-6, atol=1e-6
+    )
+    torch.testing.assert_close(interpolate(x), exact, rtol=0, atol=1e-3)
+    matrix = stretch_matrix(source, target, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(matrix.sum(0), torch.ones(target))  # each output is a convex combination
+    assert (matrix != 0).sum(0).max() <= 2
+    with pytest.raises(ValueError, match="method"):
+        stretch(x, target + 1, dim=2, method="fft")
+
+
+@pytest.mark.parametrize("capacity", ["tiny"])  # the published weights CI installs
+def test_crepe_as_matrix_products_equals_its_convolutions(capacity):
+    reference = get_family("crepe").build(capacity, conv_form="conv").net
+    products = get_family("crepe").build(capacity, conv_form="matmul").net
+    frames = sine_batch(48, 1024 / 16000, seed=3)
+    with torch.inference_mode():
+        expected = reference.states(frames, range(5))
+        got = products.states(frames, range(5))
+        for index in range(5):
+            scale = expected[index].abs().max()
+            torch.testing.assert_close(got[index], expected[index], rtol=1e-5, atol=1e-5 * float(scale))
+        torch.testing.assert_close(products.salience(frames), reference.salience(frames), rtol=1e-5, atol=1e-6)
+    assert get_family("crepe").build(capacity).net.conv_form == "auto"
+
+
+def test_crepe_matmul_form_uses_the_shifted_diagonal_product_where_windows_would_be_large():
+    """The full model's conv2 (1024 -> 128 channels) takes the diagonal-sum branch; compare it alone
+    with Conv1d on random weights of that shape (the published weights need the full package)."""
+    net = CrepeNet("full", conv_form="matmul")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.Conv1d, nn.BatchNorm1d)):
+                module.weight.normal_(0, 0.05)
+                module.bias.normal_(0, 0.05)
+    x = torch.randn(2, 1024, 256)  # block 1's input: (frames, channels, time)
+    with torch.inference_mode():
+        expected = net._block(x, 1)
+        got = net._matmul_block(x.transpose(1, 2), 1).transpose(1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_crepe_rejects_an_unknown_conv_form():
+    with pytest.raises(ValueError, match="conv_form must be one of auto, conv, matmul"):
+        CrepeNet("tiny", conv_form="fft")
+
+
+def test_weights_cast_once_give_bit_identical_embeddings_to_autocast(tiny_fusion_config):
+    cast = FusionModel.from_config(tiny_fusion_config, dtype=torch.bfloat16)
+    for module in cast.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            assert module.weight.dtype == torch.bfloat16, module
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)):
+            assert module.weight.dtype == torch.float32, module
+    autocast_only = FusionModel.from_config(tiny_fusion_config)
+    autocast_only.autocast_dtype = torch.bfloat16  # the previous form: float32 weights cast on every call
+    audio = sine_batch(2, 0.4)
+    mine, reference = cast.embed(audio), autocast_only.embed(audio)
+    assert torch.equal(mine.timestamp_embeddings, reference.timestamp_embeddings)
+    assert torch.equal(mine.scene_embeddings, reference.scene_embeddings)
