@@ -3,7 +3,7 @@ model alone on the same batches.
 
 What it measures, for each model (default CREPE tiny, then CREPE full, real weights):
 
-- **model only**: ``FusionModel.embed`` on the very batches ``hearfuse embed`` plans
+- **model only**: ``FusionModel.embed_each`` on the very batches ``hearfuse embed`` plans
   (``batching.plan_batches``), from audio decoded beforehand: the ceiling;
 - **one process**: ``corpus.embed_files`` (discovery, headers, decoding + resampling, the model,
   atomic writes, the manifest), model already loaded;
@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"crepe_tiny": str(ROOT / "examples" / "crepe_tiny.toml"), "crepe": "crepe"}
 
 
-def make_folder(root: Path, files: int, seconds: float) -> float:
-    """The input folder; returns its seconds of audio."""
-    for index in range(files):
+def make_folder(root: Path, durations: list[float]) -> float:
+    """The input folder, one clip of each duration (s); returns its seconds of audio."""
+    for index, seconds in enumerate(durations):
         clip = synthetic_clip(seconds, seed=index).numpy().reshape(-1).astype(np.float32)
         if index % 2:
             path = root / "flac" / f"clip{index:03d}.flac"
@@ -60,23 +60,28 @@ def make_folder(root: Path, files: int, seconds: float) -> float:
             path = root / "wav" / f"clip{index:03d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, clip, 16000, subtype="FLOAT")
-    return files * seconds
+    return float(sum(durations))
 
 
-def model_only(model: FusionModel, folder: Path, batch_seconds: float) -> tuple[float, float]:
-    """(seconds of the model on the planned batches, seconds to decode every file once)."""
+def model_only(
+    model: FusionModel, folder: Path, batch_seconds: float, mixed_batch_limit: int | None = None
+) -> tuple[float, float]:
+    """(seconds of the model on the batches `hearfuse embed` plans, seconds to decode every file once).
+
+    ``mixed_batch_limit``: the model's own by default; 0 plans equal-length batches only."""
     paths = sorted(folder.rglob("*.*"))
     items: list[tuple[Path, AudioInfo]] = [(path, audio_info(path)) for path in paths]
     started = time.perf_counter()
-    decoded = {path: load_audio(path, model.sample_rate) for path in paths}
+    decoded = {path: torch.from_numpy(load_audio(path, model.sample_rate)) for path in paths}
     decode_s = time.perf_counter() - started
+    limit = model.mixed_batch_limit if mixed_batch_limit is None else mixed_batch_limit
     device = next(model.parameters()).device
     total = 0.0
-    for batch in plan_batches(items, batch_seconds):
-        audio = torch.from_numpy(np.stack([decoded[path] for path, _ in batch])).to(device)
+    for batch in plan_batches(items, batch_seconds, mix_up_to_seconds=limit / model.sample_rate):
+        clips = [decoded[path].to(device) for path, _ in batch]
         synchronize(device)
         started = time.perf_counter()
-        model.embed(audio, timestamp=True, scene=True)
+        model.embed_each(clips, timestamp=True, scene=True)
         synchronize(device)
         total += time.perf_counter() - started
     return total, decode_s
@@ -91,7 +96,7 @@ def driver_costs(config, folder: Path, scratch: Path, batch_seconds: float) -> t
     prepare = (time.perf_counter() - started) / len(todo)
     arrays = {"scene_embedding": np.zeros(2048, np.float32)}
     started = time.perf_counter()
-    for batch in _batches(todo, batch_seconds):
+    for batch in _batches(todo, batch_seconds, 0):
         run.settle(batch, [write_output(out / item.output, arrays) for item, _ in batch])
     commit = (time.perf_counter() - started) / len(todo)
     run.close()
@@ -176,7 +181,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="embed_pipeline-"))
     try:
         folder = scratch / "in"
-        audio_s = make_folder(folder, args.files, args.seconds)
+        audio_s = make_folder(folder, [args.seconds] * args.files)
         started = time.perf_counter()
         with connect("local"):
             ray_start = time.perf_counter() - started

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one short run (about 5 minutes on an H200; fits one 10-minute
-# device call): where the time goes (member_profile), throughput of ours (bf16, batches of 16)
-# against the original approach with the bf16-vs-fp32 cosine check, and the memory sweep from
-# 10 s to one hour. Each step has its own time limit; a failed step does not stop the others.
+# The GPU benchmarks in one short run (about 7 minutes on an H200; fits one 10-minute
+# device call): where the time goes (member_profile, CREPE in its automatic form and again as
+# cuDNN convolutions), throughput of ours (bf16, batches of 16) against the original approach
+# with the bf16-vs-fp32 cosine check, `hearfuse embed` on 500 files of 1-30 s against the model
+# alone (mixed_lengths), and the memory sweep from 10 s to one hour. Each step has its own time
+# limit; a failed step does not stop the others.
 #
 #   bash benchmarks/gpu.sh            # uses python3 (needs torch with CUDA and hearfuse's dependencies)
 #   PYTHON=.venv/bin/python bash benchmarks/gpu.sh
@@ -24,12 +26,14 @@ step() {  # step SECONDS MODULE ARGS...: run one benchmark under a time limit, r
   echo "== $* (limit ${limit} s)"
   timeout "$limit" "$python" -m "$@" || failed+=("$1")
 }
-step 120 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 32
-step 240 benchmarks.throughput --device cuda --dtype bfloat16 --clips 64 --batch 16
-step 200 benchmarks.memory_sweep --device cuda --dtype bfloat16 --lengths 10 60 600 3600
+step 90 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 32
+step 60 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 --crepe-conv-form conv
+step 150 benchmarks.throughput --device cuda --dtype bfloat16 --clips 64 --batch 16
+step 150 benchmarks.mixed_lengths --device cuda --dtype bfloat16 --files 500 --batch-seconds 160
+step 150 benchmarks.memory_sweep --device cuda --dtype bfloat16 --lengths 10 60 600 3600
 
 if [ -n "${OUT:-}" ]; then
-  cp benchmarks/results/*_cuda.* "$OUT"/ 2>/dev/null
+  cp benchmarks/results/*_cuda* "$OUT"/ 2>/dev/null
 fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed or timed out: ${failed[*]}"

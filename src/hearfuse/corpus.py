@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -446,6 +447,29 @@ def _batches(
     return plan_batches(todo, batch_seconds, name=lambda item: str(item.relative), mix_up_to_seconds=mix_up_to)
 
 
+#: Batches whose files are decoding while the model embeds the current one.
+_DECODE_AHEAD = 2
+
+
+def _decode_threads() -> int:
+    """Threads decoding files beside the model: libsndfile and soxr release the GIL, so decoding and
+    resampling overlap the model instead of adding to its time (it matters on a GPU)."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
+def _decoded_ahead(decoder: ThreadPoolExecutor, batches: list[list[tuple[InputFile, AudioInfo]]]):
+    """Each batch with the futures of its files' decoding (:func:`~hearfuse.audio.load_each` of one
+    file each), submitted ``_DECODE_AHEAD`` batches before the model needs them."""
+    pending: collections.deque = collections.deque()
+    for batch in batches:
+        pending.append(
+            (batch, [decoder.submit(load_each, [str(item.path)], FusionModel.sample_rate) for item, _ in batch])
+        )
+        if len(pending) > _DECODE_AHEAD:
+            yield pending.popleft()
+    yield from pending
+
+
 class _Progress:
     """The driver's progress bar: files done, audio hours per second, real-time factor."""
 
@@ -482,11 +506,12 @@ def embed_files(
     run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard)
     bar = _Progress(run, len(todo), progress)
     try:
-        for batch in _batches(todo, batch_seconds, model.mixed_batch_limit):
-            decoded = load_each([str(item.path) for item, _ in batch], model.sample_rate)
-            outputs = [run.out_dir / item.output for item, _ in batch]
-            run.settle(batch, embed_and_write(model, decoded, run.kinds, outputs))
-            bar.update(len(batch))
+        with ThreadPoolExecutor(max_workers=_decode_threads()) as decoder:
+            for batch, decoding in _decoded_ahead(decoder, _batches(todo, batch_seconds, model.mixed_batch_limit)):
+                decoded = [clip for future in decoding for clip in future.result()]
+                outputs = [run.out_dir / item.output for item, _ in batch]
+                run.settle(batch, embed_and_write(model, decoded, run.kinds, outputs))
+                bar.update(len(batch))
     finally:
         bar.close()
         run.close()

@@ -21,6 +21,11 @@ from .fusion.windowing import Windowing, window_plan, window_samples, windowed_a
 from .upstream import get_family
 from .upstream.base import Upstream, module_device
 
+#: Mixed-length batches are padded to a multiple of this many samples (1 s): padding is masked, so
+#: it costs a little compute and changes nothing, and cuDNN, which tunes its kernels per input shape
+#: (:attr:`FusionModel.cudnn_benchmark`), then sees a few dozen shapes instead of one per batch.
+MIXED_PAD_GRID = 16000
+
 
 @dataclass
 class Embeddings:
@@ -304,7 +309,8 @@ class FusionModel(nn.Module):
         combination and pooling for each group of equal length (a batch of it, on its own frames)."""
         order = [index for indices in groups.values() for index in indices]
         lengths = torch.tensor([clips[index].shape[-1] for index in order])
-        audio = torch.zeros(len(order), int(lengths.max()), device=self.device)
+        padded = min(-(-int(lengths.max()) // MIXED_PAD_GRID) * MIXED_PAD_GRID, self.mixed_batch_limit)
+        audio = torch.zeros(len(order), max(padded, int(lengths.max())), device=self.device)
         for row, index in enumerate(order):
             audio[row, : lengths[row]] = clips[index]
         frames: dict[str, list[Tensor]] = {}
