@@ -117,19 +117,16 @@ def crepe_upstream(capacity: str = "full", seed: int = 3, **options) -> CrepeUps
     return CrepeUpstream(CrepeNet(capacity, conv_form=options.pop("conv_form", "auto")), **options)
 
 
-def random_fusion_model(
-    preset_name: str, dtype: torch.dtype | None = None, crepe_options: dict | None = None, **preset_options
-) -> FusionModel:
+def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:
     """A preset's :class:`FusionModel` with RANDOM full-size transformers and :func:`crepe_upstream` CREPE.
 
-    ``crepe_options`` override the CREPE member's options (e.g. ``conv_form``); ``preset_options``
-    are passed to :func:`hearfuse.presets.get` (``normalize``, ``crepe_frames``).
+    ``preset_options`` are passed to :func:`hearfuse.presets.get` (``normalize``, ``crepe_frames``).
     """
     config = presets.get(preset_name, **preset_options)
     upstreams: dict[str, Upstream] = {}
     for member in config.members:
         if member.family == "crepe":
-            upstreams[member.name] = crepe_upstream(member.checkpoint, **{**member.options, **(crepe_options or {})})
+            upstreams[member.name] = crepe_upstream(member.checkpoint, **member.options)
         else:
             upstreams[member.name] = random_upstream(member.checkpoint)
     return FusionModel(config, upstreams, dtype=dtype)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one short run (about 7 minutes on an H200; fits one 10-minute
-# device call): where the time goes (member_profile, CREPE in its automatic form and again as
-# cuDNN convolutions), throughput of ours (bf16, batches of 16) against the original approach
-# with the bf16-vs-fp32 cosine check, `hearfuse embed` on 500 files of 1-30 s against the model
-# alone (mixed_lengths), and the memory sweep from 10 s to one hour. Each step has its own time
+# device call): where the time goes (member_profile, with the convolutions in their automatic
+# form, matrix products, and again as cuDNN convolutions), throughput of ours (bf16, batches of
+# 16) against the original approach with the bf16-vs-fp32 cosine check, `hearfuse embed` on 500
+# files of 1-30 s against the model alone (mixed_lengths), and the memory sweep from 10 s to one
+# hour. Each step has its own time
 # limit; a failed step does not stop the others.
 #
 #   bash benchmarks/gpu.sh            # uses python3 (needs torch with CUDA and hearfuse's dependencies)
@@ -27,7 +28,7 @@ step() {  # step SECONDS MODULE ARGS...: run one benchmark under a time limit, r
   timeout "$limit" "$python" -m "$@" || failed+=("$1")
 }
 step 90 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 32
-step 60 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 --crepe-conv-form conv
+step 60 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 --conv-form conv
 step 150 benchmarks.throughput --device cuda --dtype bfloat16 --clips 64 --batch 16
 step 150 benchmarks.mixed_lengths --device cuda --dtype bfloat16 --files 500 --batch-seconds 160
 step 150 benchmarks.memory_sweep --device cuda --dtype bfloat16 --lengths 10 60 600 3600

@@ -67,17 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=15, help="operators listed from the profiler")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     parser.add_argument(
-        "--crepe-conv-form",
+        "--conv-form",
         choices=["auto", "conv", "matmul"],
-        help="force CREPE's convolution form (results get a _crepe-<form> suffix); default: the automatic choice",
+        help="force every member's convolution form (results get a _conv-<form> suffix); default: automatic",
     )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    crepe_options = {"conv_form": args.crepe_conv_form} if args.crepe_conv_form else None
-    model = random_fusion_model(args.preset, dtype=DTYPES[args.dtype], crepe_options=crepe_options).to(device)
+    model = random_fusion_model(args.preset, dtype=DTYPES[args.dtype]).to(device)
+    if args.conv_form:
+        for member in model.members.values():
+            member.upstream.conv_form = args.conv_form
     model.requires_grad_(False)
     audio = torch.cat([synthetic_clip(args.seconds, seed=i) for i in range(max(args.batch, *args.batches))]).to(device)
     batch = audio[: args.batch]
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "weights": weights_label(),
         "batch": args.batch,
         "seconds": args.seconds,
-        "crepe_conv_form": args.crepe_conv_form or "auto",
+        "conv_form": args.conv_form or "auto",
         "environment": environment(args.threads, args.device, args.dtype),
         "total_runtime_s": time.perf_counter() - started,
         "members": rows,
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         f"`python -m benchmarks.member_profile --device {args.device} --dtype {args.dtype} --batch {args.batch}` "
         f"on {machine(env)}, {env['date'][:10]}; {weights_label()}; {args.preset}, batches of {args.batch} x "
-        f"{args.seconds:g} s clips; CREPE convolutions: {args.crepe_conv_form or 'auto'}.",
+        f"{args.seconds:g} s clips; convolutions: {args.conv_form or 'auto'} "
+        "(auto: matrix products on CUDA, cuDNN/oneDNN convolutions elsewhere).",
         "",
         "| part | ms per batch | audio s / s | GFLOP / audio s | achieved TFLOP/s |",
         "|---|---:|---:|---:|---:|",
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     if data["beyond_members_ms"] is not None:
         lines += ["", f"Whole call minus its members: {data['beyond_members_ms']:.1f} ms per batch."]
     lines += ["", f"Top {args.top} operators by self time, one whole call:", "", "```", operators, "```"]
-    suffix = f"_crepe-{args.crepe_conv_form}" if args.crepe_conv_form else ""
+    suffix = f"_conv-{args.conv_form}" if args.conv_form else ""
     write_results(f"member_profile_{device.type}{suffix}", data, "\n".join(lines) + "\n")
 
 

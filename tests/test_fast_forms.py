@@ -10,9 +10,59 @@ from torch import nn
 from hearfuse.fusion.alignment import stretch, stretch_matrix
 from hearfuse.model import FusionModel
 from hearfuse.upstream import get_family
+from hearfuse.upstream.conv_matmul import MatmulFeatureEncoder, MatmulPositionalConv, conv1d_matmul
 from hearfuse.upstream.crepe_net import CrepeNet
 
 from .conftest import sine_batch
+
+
+@pytest.mark.parametrize("method", ["windows", "taps", None])
+@pytest.mark.parametrize(
+    "in_channels, out_channels, kernel, stride, groups, padding",
+    [
+        (1, 16, 10, 5, 1, (0, 0)),  # the transformers' first front-end layer
+        (16, 16, 3, 2, 1, (0, 0)),
+        (16, 16, 2, 2, 1, (0, 0)),  # stride = kernel: windows are a reshape
+        (32, 32, 16, 1, 4, (8, 8)),  # a grouped positional convolution, even kernel
+        (64, 8, 7, 1, 1, (3, 3)),  # wide in, narrow out: taps hold less
+        (8, 16, 5, 3, 2, (1, 2)),  # stride, groups and uneven padding together
+    ],
+)
+def test_convolution_as_matrix_products_equals_f_conv1d(
+    in_channels, out_channels, kernel, stride, groups, padding, method
+):
+    generator = torch.Generator().manual_seed(in_channels * kernel + stride)
+    x = torch.randn(3, 57, in_channels, generator=generator)
+    weight = (
+        torch.randn(out_channels, in_channels // groups, kernel, generator=generator) / (in_channels * kernel) ** 0.5
+    )
+    bias = torch.randn(out_channels, generator=generator)
+    expected = F.conv1d(F.pad(x.transpose(1, 2), padding), weight, bias, stride=stride, groups=groups).transpose(1, 2)
+    got = conv1d_matmul(x, weight, bias, stride=stride, padding=padding, groups=groups, method=method)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["wav2vec2", "hubert", "wavlm", "wav2vec2_group", "data2vec_audio"])
+def test_transformer_convolutions_as_matrix_products_equal_transformers_own(key, tiny_checkpoints):
+    family = "wav2vec2" if key.startswith("wav2vec2") else key
+    upstream = get_family(family).build(str(tiny_checkpoints[key]))
+    wrapped = {type(module) for module in upstream.modules()} & {MatmulFeatureEncoder, MatmulPositionalConv}
+    # data2vec-audio's front end is always layer-norm (its config has no feat_extract_norm)
+    layer_norm_front_end = getattr(upstream.model.config, "feat_extract_norm", "layer") == "layer"
+    assert (MatmulFeatureEncoder in wrapped) == layer_norm_front_end
+    assert (MatmulPositionalConv in wrapped) == (key != "data2vec_audio")  # data2vec's is a stack of convs
+    assert upstream.conv_form == ("auto" if wrapped else "conv")
+    audio = sine_batch(2, 0.7)
+    with torch.inference_mode():
+        upstream.conv_form = "conv"
+        expected = upstream.hidden_states(audio)
+        upstream.conv_form = "matmul"
+        got = upstream.hidden_states(audio)
+    assert any(not torch.equal(one, other) for one, other in zip(got, expected))  # another computation ran
+    for state, (one, other) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(one, other, rtol=1e-4, atol=1e-5, msg=f"state {state} differs")
+    with pytest.raises(ValueError, match="conv_form must be one of"):
+        upstream.conv_form = "fft"
 
 
 @pytest.mark.parametrize("source, target", [(256, 1024), (1024, 768), (37, 100), (100, 37), (5, 5), (1, 8)])

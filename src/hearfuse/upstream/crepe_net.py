@@ -7,11 +7,11 @@ The network has two forms of the same maths, chosen by ``conv_form``:
   torchcrepe) write ``(k, 1)`` ``Conv2d``, about 3x slower on CPU. On an H200 under bf16 this
   form ran at 110 TFLOP/s (``benchmarks.member_profile``), in cuDNN kernels that mostly miss the
   tensor cores; a height-1 ``Conv2d`` in channels-last memory measured 4 % slower.
-- ``"matmul"``: every convolution as matrix products on ``(frames, time, channels)`` tensors,
-  the shapes tensor cores are built for: unfolded windows times the kernel (im2col) where the
-  unfolded input is small (the strided first layer, the narrow late ones), and for the widest
-  layer (conv2 of the full model, 1024 -> 128 channels) one product with all 64 taps' kernels
-  side by side whose shifted diagonals are summed, which reads the input once instead of 64 times.
+- ``"matmul"``: every convolution as matrix products on ``(frames, time, channels)`` tensors
+  (:mod:`hearfuse.upstream.conv_matmul`): unfolded windows times the kernel for the strided
+  first layer and the narrow late ones; for the widest (conv2 of the full model, 1024 -> 128
+  channels, 75 % of its FLOPs) one product with all 64 taps side by side whose shifted diagonals
+  are summed, which reads the input once instead of copying it 64 times.
 - ``"auto"`` (default): ``matmul`` on CUDA, ``conv`` elsewhere: on 2 CPU cores oneDNN's
   convolutions are 1.8x faster than the products (CREPE full, 256 frames, float32).
 
@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import StateVisitor, Upstream, centered_frame_count
+from .conv_matmul import check_conv_form, conv1d_matmul, uses_matmul
 from .crepe import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
 
 FRAME_SAMPLES = 1024
 SAMPLE_RATE = 16000
 PITCH_BINS = 360
 _BN_EPS = 0.001  # Keras' BatchNormalization default, as the weights were trained with
-#: The forms of the network's convolutions (module docstring).
-CONV_FORMS = ("auto", "conv", "matmul")
 
 
 class CrepeNet(nn.Module):
@@ -46,10 +45,8 @@ class CrepeNet(nn.Module):
         super().__init__()
         if capacity not in CAPACITIES:
             raise ValueError(f"unknown CREPE capacity {capacity!r}; choose one of {list(CAPACITIES)}")
-        if conv_form not in CONV_FORMS:
-            raise ValueError(f"conv_form must be one of {', '.join(CONV_FORMS)}, got {conv_form!r}")
         self.capacity = capacity
-        self.conv_form = conv_form
+        self.conv_form = check_conv_form(conv_form)
         filters = [CAPACITIES[capacity] * base for base in BASE_FILTERS]
         in_channels = [1] + filters[:-1]
         kernels = [512] + [64] * 5
@@ -77,44 +74,26 @@ class CrepeNet(nn.Module):
     def _matmul_block(self, x: Tensor, index: int) -> Tensor:
         """:meth:`_block` as matrix products, on ``(frames, time, channels)``."""
         conv, norm = self.convs[index], self.norms[index]
-        out_channels, in_channels, kernel = conv.weight.shape
-        stride = conv.stride[0]
-        frames = x.shape[0]
-        x = F.pad(x, (0, 0, *self._same_padding(x.shape[1], kernel, stride)))
-        steps = (x.shape[1] - kernel) // stride + 1
-        if stride > 1 or in_channels * steps <= x.shape[1] * out_channels:
-            windows = x.unfold(1, kernel, stride).reshape(frames * steps, in_channels * kernel)
-            y = (windows @ conv.weight.reshape(out_channels, -1).T).view(frames, steps, out_channels)
-        else:
-            # Every tap's kernel applied at every step in one product; output step t sums tap j's
-            # result at input step t + j: a diagonal of the (step, tap) grid, read as a strided view.
-            taps = x @ conv.weight.permute(1, 2, 0).reshape(in_channels, kernel * out_channels)
-            row = kernel * out_channels
-            diagonals = taps.as_strided(
-                (frames, steps, kernel, out_channels), (taps.stride(0), row, row + out_channels, 1)
-            )
-            y = diagonals.sum(2)
-        y = F.relu(y + conv.bias)
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        padding = self._same_padding(x.shape[1], kernel, stride)
+        y = F.relu(conv1d_matmul(x, conv.weight, conv.bias, stride=stride, padding=padding))
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         y = y * scale + (norm.bias - norm.running_mean * scale)
-        return y.view(frames, steps // 2, 2, out_channels).amax(2)
+        return y.view(y.shape[0], y.shape[1] // 2, 2, y.shape[2]).amax(2)
 
     def _maps(self, frames: Tensor, count: int) -> Iterator[Tensor]:
         """The ``(frames, channels, time)`` output of each of the first ``count`` blocks, in the
         form :attr:`conv_form` selects (matmul maps are transposed views)."""
-        form = self.conv_form
-        if form == "auto":
-            form = "matmul" if frames.is_cuda else "conv"
-        if form == "conv":
-            x = frames[:, None, :]
-            for index in range(count):
-                x = self._block(x, index)
-                yield x
-        else:
+        if uses_matmul(self.conv_form, frames):
             x = frames[:, :, None]
             for index in range(count):
                 x = self._matmul_block(x, index)
                 yield x.transpose(1, 2)
+        else:
+            x = frames[:, None, :]
+            for index in range(count):
+                x = self._block(x, index)
+                yield x
 
     def embed(self, frames: Tensor) -> Tensor:
         """Pool-5 output flattened channel-major, ``(batch, channels * 8)``, as torchcrepe.embed."""
@@ -211,6 +190,15 @@ class CrepeUpstream(Upstream):
         if samples < 1 or abs(samples - ms * SAMPLE_RATE / 1000) > 1e-6:
             raise ValueError(f"{name}={ms} must be a positive whole number of samples at 16 kHz (1/16 ms)")
         return samples
+
+    @property
+    def conv_form(self) -> str:
+        """How the network's convolutions run (:class:`CrepeNet`); the outputs are the same."""
+        return self.net.conv_form
+
+    @conv_form.setter
+    def conv_form(self, form: str) -> None:
+        self.net.conv_form = check_conv_form(form)
 
     def train(self, mode: bool = True) -> "CrepeUpstream":
         return super().train(False)  # BatchNorm must keep its running statistics

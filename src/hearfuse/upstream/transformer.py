@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 from transformers import PreTrainedModel
 
 from .base import StateVisitor, Upstream
+from .conv_matmul import MatmulFeatureEncoder, MatmulPositionalConv, check_conv_form
 from .weights import load_pretrained
 
 
@@ -76,6 +77,26 @@ class TransformerUpstream(Upstream):
         self.mixed_lengths = getattr(config, "feat_extract_norm", None) == "layer" and hasattr(
             self.model.encoder.pos_conv_embed, "conv"
         )
+        # The front end and the positional convolution as matrix products where conv_form selects them.
+        self._conv_wrappers: list[MatmulFeatureEncoder | MatmulPositionalConv] = []
+        if MatmulFeatureEncoder.supports(self.model.feature_extractor):
+            self.model.feature_extractor = MatmulFeatureEncoder(self.model.feature_extractor)
+            self._conv_wrappers.append(self.model.feature_extractor)
+        if MatmulPositionalConv.supports(self.model.encoder.pos_conv_embed):
+            self.model.encoder.pos_conv_embed = MatmulPositionalConv(self.model.encoder.pos_conv_embed)
+            self._conv_wrappers.append(self.model.encoder.pos_conv_embed)
+
+    @property
+    def conv_form(self) -> str:
+        """How the convolutions run: "auto" (matrix products on CUDA), "conv" or "matmul"
+        (:mod:`hearfuse.upstream.conv_matmul`); the outputs are the same."""
+        return self._conv_wrappers[0].conv_form if self._conv_wrappers else "conv"
+
+    @conv_form.setter
+    def conv_form(self, form: str) -> None:
+        check_conv_form(form)
+        for wrapper in self._conv_wrappers:
+            wrapper.conv_form = form
 
     def train(self, mode: bool = True) -> "TransformerUpstream":
         # Frozen feature extractor: layerdrop and dropout must never be active.
