@@ -61,6 +61,8 @@ def config(workdir: Path, text: str, name: str = "mine.toml") -> str:
         ("window_seconds = 1e308\n" + CREPE, ["window_seconds must be <= 86400"]),
         (CREPE + 'options = { hop_ms = "50" }\n', ["members[0].options: hop_ms must be a number"]),
         (CREPE + "options = { hop = 50 }\n", ["unknown option(s) ['hop']"]),
+        (CREPE + 'options = { conv_form = "fft" }\n', ["conv_form must be one of auto, conv, matmul"]),
+        (CREPE + "options = { hop_ms = 0.01 }\n", ["member 'crepe'", "hop_ms=0.01 must be a positive whole number"]),
         ("window_seconds = 0.05\nwindow_context_seconds = 0.0\n" + CREPE, ["window_seconds 0.05 is too short"]),
         ("members = [\n", ["not valid TOML"]),
     ],

@@ -321,18 +321,32 @@ def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "") -> Pa
     return write_partial(path, lambda handle: np.savez(handle, **arrays), tag=tag)
 
 
-def embed_and_write(
-    model: FusionModel, decoded: list[np.ndarray | str], kinds: Sequence[str], outputs: list[Path], tag: str = ""
-) -> list[Path | str]:
-    """One batch, from :func:`~hearfuse.audio.load_each`'s result to written outputs: for each clip the
-    temporary file its arrays were written to (beside its output path), or why it failed (decoding or
-    embedding). The same for one process and for a Ray model worker."""
-    results: list[Path | str] = list(decoded)  # decoding errors stay as they are
+def embed_decoded(
+    model: FusionModel, decoded: list[np.ndarray | str], kinds: Sequence[str]
+) -> list[dict[str, np.ndarray] | str]:
+    """One batch, from :func:`~hearfuse.audio.load_each`'s result to each clip's arrays, or why it
+    failed (decoding or embedding)."""
+    results: list[dict[str, np.ndarray] | str] = list(decoded)  # decoding errors stay as they are
     good = [index for index, clip in enumerate(decoded) if not isinstance(clip, str)]
     if good:
         for index, output in zip(good, embed_clips(model, [decoded[index] for index in good], kinds)):
-            results[index] = output if isinstance(output, str) else write_output(outputs[index], output, tag)
+            results[index] = output
     return results
+
+
+def write_each(embedded: list[dict[str, np.ndarray] | str], outputs: list[Path], tag: str = "") -> list[Path | str]:
+    """Each clip's arrays written to a temporary file beside its output path (returned), or why it failed."""
+    return [
+        result if isinstance(result, str) else write_output(path, result, tag)
+        for result, path in zip(embedded, outputs)
+    ]
+
+
+def embed_and_write(
+    model: FusionModel, decoded: list[np.ndarray | str], kinds: Sequence[str], outputs: list[Path], tag: str = ""
+) -> list[Path | str]:
+    """:func:`embed_decoded` then :func:`write_each`: what a Ray model worker does with one batch."""
+    return write_each(embed_decoded(model, decoded, kinds), outputs, tag)
 
 
 @dataclass
@@ -447,7 +461,8 @@ def _batches(
     return plan_batches(todo, batch_seconds, name=lambda item: str(item.relative), mix_up_to_seconds=mix_up_to)
 
 
-#: Batches whose files are decoding while the model embeds the current one.
+#: Batches whose files are decoding while the model embeds the current one (and batches whose
+#: outputs may be waiting to be written).
 _DECODE_AHEAD = 2
 
 
@@ -505,13 +520,24 @@ def embed_files(
     started = time.perf_counter()
     run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard)
     bar = _Progress(run, len(todo), progress)
+
+    def write_and_settle(batch: list[tuple[InputFile, AudioInfo]], embedded: list) -> None:
+        outputs = [run.out_dir / item.output for item, _ in batch]
+        run.settle(batch, write_each(embedded, outputs))
+        bar.update(len(batch))
+
     try:
-        with ThreadPoolExecutor(max_workers=_decode_threads()) as decoder:
+        # Decoding threads run ahead of the model and one writer thread behind it (writes and commits
+        # stay in order), so neither adds to the model's time; only the writer touches the run.
+        with ThreadPoolExecutor(_decode_threads()) as decoder, ThreadPoolExecutor(1) as writer:
+            writing: collections.deque = collections.deque()
             for batch, decoding in _decoded_ahead(decoder, _batches(todo, batch_seconds, model.mixed_batch_limit)):
                 decoded = [clip for future in decoding for clip in future.result()]
-                outputs = [run.out_dir / item.output for item, _ in batch]
-                run.settle(batch, embed_and_write(model, decoded, run.kinds, outputs))
-                bar.update(len(batch))
+                writing.append(writer.submit(write_and_settle, batch, embed_decoded(model, decoded, run.kinds)))
+                while len(writing) > _DECODE_AHEAD or (writing and writing[0].done()):
+                    writing.popleft().result()  # a failed write stops the run here
+            while writing:
+                writing.popleft().result()
     finally:
         bar.close()
         run.close()

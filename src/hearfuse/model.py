@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .config import FusionConfig, MemberConfig
 from .dtypes import DTYPE_NAMES, torch_dtype
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
@@ -165,7 +165,14 @@ class FusionModel(nn.Module):
         cls, config: FusionConfig, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> "FusionModel":
         """Load every member's weights (see :mod:`hearfuse.upstream.weights`) and build the model."""
-        upstreams = {m.name: get_family(m.family).build(m.checkpoint, **m.options) for m in config.members}
+        upstreams = {}
+        for member in config.members:
+            try:
+                upstreams[member.name] = get_family(member.family).build(member.checkpoint, **member.options)
+            except UsageError:
+                raise
+            except ValueError as error:  # an option the registry's checks cannot see (e.g. a hop of 1/32 ms)
+                raise ConfigError(f"{config.name}: member {member.name!r}: {error}") from None
         model = cls(config, upstreams, dtype=dtype)
         return model.to(device) if device is not None else model
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: The forms a convolution can be computed in; "auto" picks per device (:func:`uses_matmul`).
-CONV_FORMS = ("auto", "conv", "matmul")
+from .registry import CONV_FORMS
 
 
 def check_conv_form(form: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from .registry import CheckpointInfo, Family, Option, register_family
+from .registry import CONV_FORMS, CheckpointInfo, Family, Option, register_family
 from .weights import WeightsNotFoundError
 
 #: Filter-count multiplier of each published capacity (filters = multiplier x [32, 4, 4, 4, 8, 16]).
@@ -102,8 +102,8 @@ CREPE = register_family(
             "scene_hop_ms": Option(float, minimum=0, above_minimum=True, nullable=True),
             "first_center_ms": Option(float, minimum=0),
             "frame_batch": Option(int, minimum=1, performance_only=True),
-            # "auto", "conv" or "matmul": how the convolutions are computed (crepe_net's docstring)
-            "conv_form": Option(str, performance_only=True),
+            # how the convolutions are computed (crepe_net's docstring); the outputs are the same
+            "conv_form": Option(str, choices=CONV_FORMS, performance_only=True),
         },
     )
 )

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .base import Upstream
 
 
+#: How an upstream's convolutions may be computed (:mod:`hearfuse.upstream.conv_matmul`).
+CONV_FORMS = ("auto", "conv", "matmul")
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What is known about a published checkpoint without loading it."""
@@ -35,6 +39,8 @@ class Option:
     above_minimum: bool = False  # the minimum itself is excluded
     maximum: float | None = None
     nullable: bool = False
+    #: The only values accepted (for a string option), or None.
+    choices: tuple | None = None
     #: Changes speed or memory, never the embeddings: left out of config fingerprints, so changing
     #: it does not make cached embeddings or results stale.
     performance_only: bool = False
@@ -52,6 +58,8 @@ class Option:
         if not ok:
             expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
             return f"must be {expected.get(self.kind, self.kind.__name__)}, got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
         if self.kind in (int, float) and not math.isfinite(value):
             return f"must be a finite number, got {value!r}"
         if self.minimum is not None and (value <= self.minimum if self.above_minimum else value < self.minimum):

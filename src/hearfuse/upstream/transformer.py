@@ -157,10 +157,10 @@ class TransformerUpstream(Upstream):
 
     def _centre_short_rows(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Rows shorter than one receptive field, zero-padded on both sides to it, as a clip alone is."""
-        lengths = lengths.to(audio.device)
+        lengths = lengths.cpu()  # the lengths are looked at here: on the host, not by a device sync
         short = (lengths < self.receptive_field).nonzero().flatten().tolist()
         if not short:
-            return audio, lengths
+            return audio, lengths.to(audio.device)
         extra = self.receptive_field - audio.shape[-1]
         audio = F.pad(audio, (0, extra)) if extra > 0 else audio.clone()  # never the caller's tensor
         lengths = lengths.clone()
@@ -171,7 +171,7 @@ class TransformerUpstream(Upstream):
             start = (self.receptive_field - length) // 2
             audio[row, start : start + length] = clip
             lengths[row] = self.receptive_field
-        return audio, lengths
+        return audio, lengths.to(audio.device)
 
 
 def fold_parametrizations(model: nn.Module) -> None:
