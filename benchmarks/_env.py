@@ -21,6 +21,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from hearfuse.dtypes import DTYPE_NAMES, torch_dtype
+from hearfuse.upstream.base import Upstream
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _RESULT_PREFIX = "@@RESULT@@ "
@@ -78,16 +79,32 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None,
 
 
 def count_flops(run, modules: list[torch.nn.Module], device: torch.device) -> int:
-    """FLOPs of ``run()`` (matmuls, convolutions and attention; elementwise ops are not counted)."""
+    """FLOPs of ``run()`` (matmuls, convolutions and attention; elementwise ops are not counted).
+
+    Convolutions are counted in their reference form: the matrix-product forms do more arithmetic
+    for the same result (:mod:`hearfuse.upstream.conv_matmul`), which is not more of the model's work.
+    """
     for module in modules:  # the counter's module tracker hooks autograd, which inference_mode forbids
         module.requires_grad_(False)
+    forms = {
+        part: part.conv_form
+        for module in modules
+        for part in module.modules()
+        if isinstance(part, Upstream) and hasattr(part, "conv_form")
+    }
     extra = {}
     cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_attention is not None:  # not in torch's FLOP registry: count it like the GPU kernels
         extra[cpu_attention] = _attention_flops
-    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        run()
-    synchronize(device)
+    try:
+        for part in forms:
+            part.conv_form = "conv"
+        with FlopCounterMode(display=False, custom_mapping=extra) as counter:
+            run()
+        synchronize(device)
+    finally:
+        for part, form in forms.items():
+            part.conv_form = form
     return counter.get_total_flops()
 
 

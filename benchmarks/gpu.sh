@@ -27,11 +27,12 @@ step() {  # step SECONDS MODULE ARGS...: run one benchmark under a time limit, r
   echo "== $* (limit ${limit} s)"
   timeout "$limit" "$python" -m "$@" || failed+=("$1")
 }
-step 90 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 32
-step 60 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 --conv-form conv
-step 150 benchmarks.throughput --device cuda --dtype bfloat16 --clips 64 --batch 16
-step 150 benchmarks.mixed_lengths --device cuda --dtype bfloat16 --files 500 --batch-seconds 160
-step 150 benchmarks.memory_sweep --device cuda --dtype bfloat16 --lengths 10 60 600 3600
+# The limits add up to 570 s, so the script always returns inside one 600 s device call.
+step 80 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 32
+step 50 benchmarks.member_profile --device cuda --dtype bfloat16 --batch 16 --batches 16 --conv-form conv
+step 140 benchmarks.throughput --device cuda --dtype bfloat16 --clips 64 --batch 16
+step 160 benchmarks.mixed_lengths --device cuda --dtype bfloat16 --files 500 --batch-seconds 160
+step 140 benchmarks.memory_sweep --device cuda --dtype bfloat16 --lengths 10 60 600 3600
 
 if [ -n "${OUT:-}" ]; then
   cp benchmarks/results/*_cuda* "$OUT"/ 2>/dev/null
