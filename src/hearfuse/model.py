@@ -184,10 +184,10 @@ class FusionModel(nn.Module):
         return module_device(self)
 
     #: On CUDA, let cuDNN time its convolution algorithms per input shape and keep the fastest
-    #: (``torch.backends.cudnn.benchmark``, only while this model runs): convolutions are half
-    #: the GPU time of ``fusion_cat_xwc`` (README, "Performance", for the measured gain). Each
-    #: new clip length is timed once: set this to False when embedding many clips of all
-    #: different lengths.
+    #: (``torch.backends.cudnn.benchmark``, only while this model runs), for the convolutions still
+    #: left to cuDNN (group-norm front ends; the others run as matrix products, upstream.conv_matmul;
+    #: README, "Performance"). Each new clip length is timed once: set this to False when
+    #: embedding many clips of all different lengths.
     cudnn_benchmark: bool = True
 
     @contextlib.contextmanager
