@@ -316,8 +316,9 @@ class FusionModel(nn.Module):
         combination and pooling for each group of equal length (a batch of it, on its own frames)."""
         order = [index for indices in groups.values() for index in indices]
         lengths = torch.tensor([clips[index].shape[-1] for index in order])
+        # Every clip here fits the limit, so the grid, capped there, still holds the longest.
         padded = min(-(-int(lengths.max()) // MIXED_PAD_GRID) * MIXED_PAD_GRID, self.mixed_batch_limit)
-        audio = torch.zeros(len(order), max(padded, int(lengths.max())), device=self.device)
+        audio = torch.zeros(len(order), padded, device=self.device)
         for row, index in enumerate(order):
             audio[row, : lengths[row]] = clips[index]
         frames: dict[str, list[Tensor]] = {}

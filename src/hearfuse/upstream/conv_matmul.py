@@ -83,16 +83,27 @@ def conv1d_matmul(
     return y if bias is None else y + bias
 
 
-class MatmulFeatureEncoder(nn.Module):
-    """A `transformers` layer-norm convolutional front end, computed channels-last as matrix products
-    (each layer: conv, layer norm over channels, activation; no transposes) where :attr:`conv_form`
-    selects it, else by the original module. Returns ``(batch, channels, frames)`` like the original
-    (a transposed view, which the model's own transpose makes contiguous again for free)."""
+class _MatmulForm(nn.Module):
+    """A `transformers` module computed as matrix products (:meth:`products`) where
+    :attr:`conv_form` selects them, else by the original module itself."""
 
     def __init__(self, original: nn.Module):
         super().__init__()
         self.original = original
         self.conv_form = "auto"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.products(x) if uses_matmul(self.conv_form, x) else self.original(x)
+
+    def products(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class MatmulFeatureEncoder(_MatmulForm):
+    """A `transformers` layer-norm convolutional front end, channels-last as matrix products (each
+    layer: conv, layer norm over channels, activation; no transposes). Returns ``(batch, channels,
+    frames)`` like the original (a transposed view, which the model's own transpose makes
+    contiguous again for free)."""
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
@@ -100,9 +111,7 @@ class MatmulFeatureEncoder(nn.Module):
         layers = getattr(module, "conv_layers", None)
         return bool(layers) and all(hasattr(layer, "layer_norm") and hasattr(layer, "conv") for layer in layers)
 
-    def forward(self, input_values: Tensor) -> Tensor:
-        if not uses_matmul(self.conv_form, input_values):
-            return self.original(input_values)
+    def products(self, input_values: Tensor) -> Tensor:
         x = input_values[:, :, None]
         for layer in self.original.conv_layers:
             conv = layer.conv
@@ -111,24 +120,17 @@ class MatmulFeatureEncoder(nn.Module):
         return x.transpose(1, 2)
 
 
-class MatmulPositionalConv(nn.Module):
+class MatmulPositionalConv(_MatmulForm):
     """A `transformers` positional convolution (one grouped convolution, same padding, GELU) on the
-    ``(batch, frames, channels)`` hidden states as matrix products where :attr:`conv_form` selects it,
-    else by the original module (which transposes around its convolution)."""
-
-    def __init__(self, original: nn.Module):
-        super().__init__()
-        self.original = original
-        self.conv_form = "auto"
+    ``(batch, frames, channels)`` hidden states as matrix products, without the original's
+    transposes around its convolution."""
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
         conv = getattr(module, "conv", None)
         return isinstance(conv, nn.Conv1d) and hasattr(module, "padding") and hasattr(module, "activation")
 
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        if not uses_matmul(self.conv_form, hidden_states):
-            return self.original(hidden_states)
+    def products(self, hidden_states: Tensor) -> Tensor:
         conv = self.original.conv
         y = conv1d_matmul(
             hidden_states, conv.weight, conv.bias, padding=(conv.padding[0], conv.padding[0]), groups=conv.groups
