@@ -3,15 +3,31 @@ through the real loading path (``from_pretrained(local_dir)``) with the hub offl
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-import torch
+# Nothing borrowed from the machine: the tests run in an empty home of their own (no Ray token, hub
+# cache, model or config an earlier run left in ~) with no hub, Ray or torch settings from the
+# caller's shell; only pip's download cache (PIP_CACHE_DIR) may be shared. Set before anything reads them.
+_HOME = tempfile.mkdtemp(prefix="hearfuse-tests-home-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+for _name in [name for name in os.environ if name.startswith(("HF_", "TRANSFORMERS_", "RAY_", "TORCH_"))]:
+    del os.environ[_name]
+os.environ.update(
+    HOME=_HOME,
+    XDG_CACHE_HOME=f"{_HOME}/.cache",
+    XDG_CONFIG_HOME=f"{_HOME}/.config",
+    XDG_DATA_HOME=f"{_HOME}/.local/share",
+    XDG_STATE_HOME=f"{_HOME}/.local/state",
+    HF_HUB_OFFLINE="1",  # no test may touch the network
+)
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # no test may touch the network
-
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import (  # noqa: E402
     Data2VecAudioConfig,
     Data2VecAudioModel,

@@ -3,9 +3,13 @@ stderr naming the thing, exit status 2, and never a traceback."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +19,59 @@ import soundfile as sf
 CREPE = '[[members]]\nname = "crepe"\nfamily = "crepe"\ncheckpoint = "tiny"\n'
 
 
-# Root ignores permission bits through two capabilities; without them (uid still 0, so this Python
-# under /root stays reachable) a mode-000 file or a 0o555 folder refuses root as it refuses any user.
+# Permission failures are tested as a user whom permission bits refuse: a real unprivileged user
+# (uid 65534) wherever that user can start this Python; else root without the two capabilities by
+# which it ignores permission bits (uid still 0, so this Python stays reachable).
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 WITHOUT_PERMISSION_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
                                "--inh-caps=-dac_override,-dac_read_search", "--"]  # fmt: skip
 
 
-def run(*args: str, cwd: Path, unprivileged: bool = False) -> subprocess.CompletedProcess:
-    prefix = WITHOUT_PERMISSION_OVERRIDE if unprivileged and os.geteuid() == 0 else []
+@functools.cache
+def _nobody_cannot_start_python() -> str | None:
+    """Why uid 65534 cannot run this Python with hearfuse, or None when it can."""
+    if os.geteuid() != 0:
+        return "not root: the tests already run as an unprivileged user"
+    probe = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", "import hearfuse"], cwd="/", capture_output=True, text=True
+    )
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["exit status"])[-1]
+
+
+@pytest.fixture(params=["uid-65534", "root-without-override"])
+def refused(request, tmp_path_factory) -> tuple[list[str], Path]:
+    """(prefix, workdir): how to run a command as a user whom permission bits refuse, and a folder that
+    user can reach and write (pytest's own folders are root's alone). One of the two params runs."""
+    why_not = _nobody_cannot_start_python()
+    if request.param == "uid-65534" and why_not:
+        pytest.skip(f"uid 65534 cannot start {sys.executable} here ({why_not}); tested as root without override")
+    if request.param == "root-without-override" and not why_not:
+        pytest.skip("tested as a real unprivileged user (uid 65534) instead")
+    prefix = AS_NOBODY if request.param == "uid-65534" else WITHOUT_PERMISSION_OVERRIDE if os.geteuid() == 0 else []
+    workdir = Path(tempfile.mkdtemp(prefix="hearfuse-refused-"))
+    (workdir / "home").mkdir()
+    for folder in (workdir, workdir / "home"):
+        folder.chmod(0o777)
+    sf.write(workdir / "clip.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    yield prefix, workdir
+    for path in workdir.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(workdir)
+
+
+def run(*args: str, cwd: Path, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(cwd / "home")} if prefix == AS_NOBODY else None
     result = subprocess.run(
-        [*prefix, sys.executable, "-m", "hearfuse", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [*prefix, sys.executable, "-m", "hearfuse", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if prefix and result.stderr.startswith("setpriv:"):
-        pytest.skip(f"cannot drop root's permission override here: {result.stderr.strip()}")
+        pytest.skip(f"cannot run as a user whom permission bits refuse here: {result.stderr.strip()}")
     return result
 
 
@@ -91,19 +135,24 @@ def test_out_that_is_a_file_or_below_one(workdir):
     )
 
 
-def test_out_that_is_not_writable(workdir):
+def test_out_that_is_not_writable(refused):
+    prefix, workdir = refused
     (workdir / "locked").mkdir(mode=0o555)
-    result = run("embed", "clip.wav", "-m", "crepe", "--out", "locked", cwd=workdir, unprivileged=True)
+    result = run("embed", "clip.wav", "-m", "crepe", "--out", "locked", cwd=workdir, prefix=prefix)
     assert_usage_error(result, "--out locked", "cannot write there")
-    result = run("evaluate", "-m", "crepe", "--tasks", ".", "--results", "locked/r", cwd=workdir, unprivileged=True)
+    result = run("evaluate", "-m", "crepe", "--tasks", ".", "--results", "locked/r", cwd=workdir, prefix=prefix)
     assert_usage_error(result, "--results locked/r", "cannot write there")
 
 
-def test_unreadable_files_and_folders_in_a_scan_are_reported_and_the_run_goes_on(workdir):
+def _failed_records(workdir: Path) -> dict[str, dict]:
+    records = [json.loads(line) for line in (workdir / "out" / "manifest.jsonl").read_text().splitlines()]
+    return {record["path"]: record for record in records}
+
+
+def test_unreadable_files_and_folders_in_a_scan_are_reported_and_the_run_goes_on(refused):
     """Exit 1 (a per-file problem), each unreadable thing named in the manifest with its reason; the
     readable clip is embedded."""
-    import json
-
+    prefix, workdir = refused
     collection = workdir / "collection"
     (collection / "closed").mkdir(parents=True)
     (workdir / "clip.wav").rename(collection / "good.wav")
@@ -111,18 +160,35 @@ def test_unreadable_files_and_folders_in_a_scan_are_reported_and_the_run_goes_on
     (collection / "closed" / "inner.wav").write_bytes((collection / "good.wav").read_bytes())
     os.chmod(collection / "secret.wav", 0)
     os.chmod(collection / "closed", 0)
-    try:
-        mine = config(workdir, CREPE)
-        result = run("embed", "collection", "-m", mine, "--out", "out", cwd=workdir, unprivileged=True)
-    finally:
-        os.chmod(collection / "closed", 0o755)
+    mine = config(workdir, CREPE)
+    result = run("embed", "collection", "-m", mine, "--out", "out", cwd=workdir, prefix=prefix)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    records = [json.loads(line) for line in (workdir / "out" / "manifest.jsonl").read_text().splitlines()]
-    by_path = {record["path"]: record for record in records}
+    by_path = _failed_records(workdir)
     assert by_path["good.wav"]["status"] == "ok"
     assert by_path["secret.wav"]["status"] == "failed" and "ermission" in by_path["secret.wav"]["error"]
     assert by_path["closed"]["status"] == "failed" and "ermission" in by_path["closed"]["error"]
+
+
+def test_named_inputs_that_cannot_be_examined_are_recorded_and_the_run_goes_on(refused):
+    """A named file below a folder that cannot be entered, a name too long and a link loop: each failed
+    with its reason (exit 1, no traceback), the good clip embedded."""
+    prefix, workdir = refused
+    (workdir / "closed").mkdir()
+    (workdir / "closed" / "inside.wav").write_bytes((workdir / "clip.wav").read_bytes())
+    os.chmod(workdir / "closed", 0)
+    os.symlink("loop.wav", workdir / "loop.wav")
+    too_long = "x" * 300 + ".wav"
+    mine = config(workdir, CREPE)
+    result = run("embed", "closed/inside.wav", too_long, "loop.wav", "clip.wav", "-m", mine, "--out", "out",
+                 cwd=workdir, prefix=prefix)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    by_path = _failed_records(workdir)
+    assert by_path["clip.wav"]["status"] == "ok"
+    assert by_path["inside.wav"]["status"] == "failed" and "Permission denied" in by_path["inside.wav"]["error"]
+    assert by_path[too_long]["status"] == "failed" and "name too long" in by_path[too_long]["error"]
+    assert by_path["loop.wav"] == {**by_path["loop.wav"], "status": "failed", "error": "symbolic link loop"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,17 +23,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from hearfuse.cluster import check_cluster
 from hearfuse.corpus import embed_files, embed_files_on_ray
+from hearfuse.errors import UsageError
 from hearfuse.hear import resolve_config
 from hearfuse.model import FusionModel
 
 from . import taskgen
 
 # Loopback only: Ray turns 127.0.0.1 in an address into the machine's own IP unless it is told that
-# this "cluster" is one machine; and Ray 2.60 heads authenticate, so every client must say token.
-# Both are read when ray is imported, so they are set before.
+# this "cluster" is one machine. Ray 2.60 heads authenticate: the cluster's token is made here, for
+# the head and every client this module starts, and given as RAY_AUTH_TOKEN, so nothing is read from
+# or written to anyone's ~/.ray. All three are read when ray is imported, so they are set before.
+TOKEN = secrets.token_hex(32)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = TOKEN
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'hearfuse[ray]'; make install has it)")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +65,15 @@ def cluster(tmp_path_factory):
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while True:
+        while True:  # joined only once the head answers and takes the token
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                check_cluster(address)
                 break
-            except (ConnectionError, RuntimeError):
+            except UsageError:
                 if time.monotonic() > deadline or head.poll() is not None:
                     raise RuntimeError(f"the Ray head did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(1)
+                time.sleep(0.5)
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         yield address
     finally:
         ray.shutdown()
@@ -238,3 +245,40 @@ def test_worker_counts_the_cluster_cannot_hold_are_usage_errors(cluster, collect
 
     assert main(["embed", str(collection), "-m", CREPE_TINY, "--out", str(tmp_path), "--ray", cluster, *options]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "credentials, words",
+    [
+        ({"RAY_AUTH_MODE": "token"}, "RAY_AUTH_MODE=token but this client has no token"),
+        ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, "the cluster refused the token from RAY_AUTH_TOKEN"),
+        ({}, "the cluster requires a token and this client sends none"),
+    ],
+    ids=["no-token", "another-token", "no-auth-mode"],
+)
+@pytest.mark.parametrize("command", ["embed", "evaluate"])
+def test_a_client_without_the_clusters_token_is_told_in_one_line(
+    cluster, collection, tmp_path, credentials, words, command
+):
+    """Missing or wrong credentials: exit 2, one line saying what to do, at once (not Ray's 20 s of retries)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | credentials
+    env["HOME"] = str(tmp_path)  # an empty home: no ~/.ray/auth_token
+    if command == "embed":
+        args = ["embed", str(collection), "-m", CREPE_TINY, "--out", str(tmp_path / "out")]
+    else:
+        taskgen.scene_task(tmp_path / "tasks")
+        args = ["evaluate", "-m", CREPE_TINY, "--tasks", str(tmp_path / "tasks"), "--results", str(tmp_path / "out")]
+    started = time.monotonic()
+    result = subprocess.run([str(BIN / "hearfuse"), *args, "--ray", cluster], env=env, capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert words in lines[0] and f"--ray {cluster}" in lines[0] and "ray get-auth-token" in lines[0], lines[0]
+    assert time.monotonic() - started < 15
+    assert not list(tmp_path.glob("out/**/*.json*"))  # nothing written
+
+
+def test_an_address_where_nothing_listens_is_told_at_once(tmp_path):
+    command = ["embed", str(tmp_path), "--out", str(tmp_path / "out"), "--ray", f"127.0.0.1:{_free_port()}"]
+    result = subprocess.run([str(BIN / "hearfuse"), *command], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "nothing answers there" in lines[0], result.stderr

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import hearfuse
@@ -15,6 +22,7 @@ from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.errors import ConfigError
 from hearfuse.upstream import WeightsNotFoundError, get_family, is_cached, is_offline
 
+from . import taskgen
 from .conftest import sine_batch
 
 
@@ -32,6 +40,55 @@ def test_missing_hub_checkpoint_offline_names_it_and_says_how_to_provide_it():
     message = str(error.value)
     assert "facebook/wav2vec2-large-960h-lv60-self" in message
     assert "offline" in message and "save_pretrained" in message and "hearfuse download" in message
+
+
+def _refusing_address() -> str:
+    """An address on this machine where nothing listens: a connection there is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+HEAR_API = """
+import hearfuse
+try:
+    hearfuse.load_model("cat_wc")
+except hearfuse.upstream.WeightsNotFoundError as error:
+    raise SystemExit(f"{type(error).__name__}: {error}")
+"""
+
+
+@pytest.mark.parametrize(
+    "command, status",
+    [
+        (["embed", "clip.wav", "--model", "cat_wc", "--out", "out"], 2),
+        (["evaluate", "--model", "cat_wc", "--tasks", "tasks", "--results", "results"], 2),
+        (["layers", "--model", "cat_wc", "--tasks", "tasks", "--results", "results"], 2),
+        (["download", "cat_wc"], 1),
+        (["-c", HEAR_API], 1),
+    ],
+    ids=["embed", "evaluate", "layers", "download", "hear-api"],
+)
+def test_missing_weights_and_no_network_is_one_line_at_once(tmp_path, command, status):
+    """The hub refuses at once (not HF_HUB_OFFLINE): which checkpoint, the cache folder looked in and the
+    command that fetches it, without the hub client's retry lines or its exception chain."""
+    sf.write(tmp_path / "clip.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    taskgen.scene_task(tmp_path / "tasks", clips=6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "XDG_"))}
+    env |= {"HOME": str(tmp_path / "home"), "HF_ENDPOINT": _refusing_address()}
+    program = [sys.executable] if command[0] == "-c" else [sys.executable, "-m", "hearfuse"]
+    started = time.monotonic()
+    result = subprocess.run([*program, *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr and "Retrying" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr  # download: one line per missing checkpoint, and cat_wc has one
+    message = lines[0]
+    assert "facebook/wav2vec2" in message and "cannot be reached" in message, message
+    assert str(tmp_path / "home" / ".cache" / "huggingface" / "hub") in message  # where it looked
+    assert "`hf download facebook/wav2vec2" in message, message
+    assert elapsed < 30, elapsed  # python, torch and transformers start; no 25 s of retries
 
 
 def test_missing_directory_and_non_checkpoint_directory(tmp_path):

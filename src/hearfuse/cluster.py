@@ -4,8 +4,9 @@
 (bound to 127.0.0.1, no dashboard) for the length of the command. ``--ray ADDRESS`` joins a
 cluster started with ``ray start --head`` (and ``ray start --address`` on the other machines);
 every machine needs hearfuse installed and the inputs and outputs on a shared filesystem, since
-work travels as paths. Ray is optional (``pip install 'hearfuse[ray]'``) and imported only here,
-only when asked for.
+work travels as paths. Ray (>= 2.59) clusters authenticate: every machine and the driver share one
+token; a client without it, or with another, is told so in one line before ``ray.init`` is tried.
+Ray is optional (``pip install 'hearfuse[ray]'``) and imported only here, only when asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,14 +52,98 @@ def connect(address: str | None = None) -> Iterator[None]:
         yield
         return
     local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address == "local" else {}
+    if _HOST_PORT.match(address):
+        check_cluster(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **local)
+    except ray.exceptions.AuthenticationError:
+        raise UsageError(_credentials_problem(address)) from None
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise UsageError(f"--ray {address}: cannot connect to a Ray cluster: {error}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+_HOST_PORT = re.compile(r"^(?P<host>[\w.\-]+|\[[0-9a-fA-F:.]+\]):(?P<port>\d+)$")
+
+#: What a client needs to join a cluster that authenticates (the README's recipe says the same).
+_GIVE_TOKEN = (
+    "give this machine the cluster's token: export RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<token> or the head's "
+    "~/.ray/auth_token copied to ~/.ray/auth_token (`ray get-auth-token` on the head prints it)"
+)
+
+
+def check_cluster(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, where ``ray.init(address=HOST:PORT)`` would retry for 20 s printing a
+    warning a second: nothing listening at the address, or a cluster that refuses this client's token.
+
+    The token is checked by asking the cluster's control store for its ID through Ray's own client,
+    which sends the credentials ``ray.init`` would send; its warning on stderr is silenced.
+    """
+    match = _HOST_PORT.match(address)
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(
+            f"--ray {address}: nothing answers there ({reason}); start the head with `ray start --head --port "
+            f"{port}` or give the address it printed"
+        ) from None
+    ray = import_ray()
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    if get_authentication_mode() == AuthenticationMode.TOKEN and _token_source() is None:
+        raise UsageError(_credentials_problem(address))
+    client = getattr(getattr(ray, "_raylet", None), "InnerGcsClient", None)
+    if client is None:  # a Ray without this client: ray.init reports the problem, slowly
+        return
+    try:
+        with _quiet_stderr():
+            client.standalone(address, None, int(timeout_s * 1000))
+    except ray.exceptions.AuthenticationError:
+        raise UsageError(_credentials_problem(address)) from None
+    except Exception:  # anything else is for ray.init to report, in its own words
+        return
+
+
+def _token_source() -> str | None:
+    """Where Ray takes this client's token from, in its order, or None when it has none."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return path if os.path.isfile(path) else None
+    default = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return default if os.path.isfile(default) else None
+
+
+def _credentials_problem(address: str) -> str:
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        problem = "the cluster requires a token and this client sends none (RAY_AUTH_MODE is not 'token')"
+    elif _token_source() is None:
+        problem = "RAY_AUTH_MODE=token but this client has no token (in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray)"
+    else:
+        problem = f"the cluster refused the token from {_token_source()}"
+    return f"--ray {address}: {problem}; {_GIVE_TOKEN}"
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Ray's C++ client logs straight to file descriptor 2; hold it on /dev/null inside the block."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cluster_device(name: str | None) -> str:

@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from stat import S_ISDIR, S_ISREG
 from typing import Sequence
 
 import numpy as np
@@ -91,18 +92,34 @@ def discover(inputs: Sequence[str | Path]) -> Discovery:
     for raw in inputs:
         text = str(raw)
         path = Path(text).expanduser()
-        if path.is_dir():
+        try:
+            kind = _kind(path)
+        except OSError as error:  # it may exist: recorded with the reason, not a usage error
+            unusable.append(Unusable(PurePosixPath(path.name), text, "failed", _cannot_examine(path, error)))
+            continue
+        if kind == "folder":
             found, problems = _scan_folder(path)
             candidates += found
             unusable += problems
-        elif path.is_file():
+        elif kind == "file":
             candidates.append((path, PurePosixPath(path.name)))
+        elif kind == "other":
+            unusable.append(Unusable(PurePosixPath(path.name), text, "failed", "not a regular file or a folder"))
         elif _GLOB_CHARS & set(text):
             root = _glob_root(text)
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
-            if not matches:
+            matched = False
+            for match in map(Path, sorted(glob.glob(text, recursive=True))):
+                relative = PurePosixPath(match.relative_to(root).as_posix())
+                try:
+                    if _kind(match) != "file":
+                        continue
+                except OSError as error:
+                    unusable.append(Unusable(relative, str(match), "failed", _cannot_examine(match, error)))
+                else:
+                    candidates.append((match, relative))
+                matched = True
+            if not matched:
                 raise UsageError(f"input pattern {text!r} matches no file")
-            candidates += [(m, PurePosixPath(m.relative_to(root).as_posix())) for m in matches]
         else:
             raise UsageError(f"input {text!r} does not exist")
     by_target: dict[Path, list[tuple[Path, PurePosixPath]]] = {}
@@ -129,6 +146,23 @@ def discover(inputs: Sequence[str | Path]) -> Discovery:
     return Discovery(
         sorted(files, key=lambda item: str(item.relative)), sorted(unusable, key=lambda u: str(u.relative))
     )
+
+
+def _kind(path: Path) -> str:
+    """``folder``, ``file``, ``other`` or ``missing``. Raises the OSError of a path that may exist but
+    cannot be examined (a parent that cannot be entered, a name too long, a symbolic link loop), where
+    ``Path.is_dir`` would raise some of these and quietly say False to others."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    return "folder" if S_ISDIR(mode) else "file" if S_ISREG(mode) else "other"
+
+
+def _cannot_examine(path: Path, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot be examined: {error.strerror or error}"
 
 
 def _scan_folder(folder: Path) -> tuple[list[tuple[Path, PurePosixPath]], list[Unusable]]:

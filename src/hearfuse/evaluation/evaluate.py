@@ -25,10 +25,12 @@ import numpy as np
 import torch
 
 from ..config import FusionConfig
+from ..errors import UsageError
 from ..files import write_text_atomic
 from ..fusion.aggregation import LayerAggregation
 from ..hear import resolve_config
 from ..model import FusionModel
+from ..upstream import WeightsNotFoundError
 from . import heareval_layout, metrics, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .downstream import KnnPredictor, TrainedPredictor, train_predictor
@@ -138,7 +140,12 @@ def execute(jobs: list[Callable[[], dict]], settings: EvaluationSettings, on_ray
     with tqdm(total=len(jobs), desc="model x task", unit="run", disable=not settings.progress) as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
-            results[pending.pop(ready)] = ray.get(ready)
+            try:
+                results[pending.pop(ready)] = ray.get(ready)
+            except ray.exceptions.RayTaskError as error:  # a user's mistake met on a worker: its one line
+                if isinstance(error.cause, UsageError):
+                    raise error.cause from None
+                raise
             bar.update(1)
     return results
 
@@ -174,6 +181,8 @@ def _run(
         else:
             result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
         result["probe"] = settings.protocol.probe
+    except WeightsNotFoundError:  # the model's problem, not the task's: no other task would fare better
+        raise
     except (TaskError, ValueError, OSError, RuntimeError) as error:  # one failing task must not stop the others
         result = {
             "model": model_name,

@@ -6,7 +6,9 @@ Resolution order for a checkpoint reference ``ref``:
 2. ``ref`` looks like a filesystem path but does not exist -> :class:`WeightsNotFoundError`.
 3. ``ref`` is a hub id already in the local cache -> load it without touching the network.
 4. Offline (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set) -> :class:`WeightsNotFoundError`.
-5. Otherwise download into the standard cache (``HF_HOME``), then load.
+5. The hub does not answer one quick request -> :class:`WeightsNotFoundError` at once (an air-gapped
+   node would otherwise spend ~25 s in the hub client's retries before failing in several lines).
+6. Otherwise download into the standard cache (``HF_HOME``), then load.
 """
 
 from __future__ import annotations
@@ -39,13 +41,36 @@ def looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref or ref.endswith(".json")
 
 
+#: Seconds the hub has to answer before it counts as unreachable.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
 def _how_to_provide(ref: str) -> str:
     return (
-        f"Provide the weights of {ref!r} in one of these ways: run `hearfuse download` with a preset that uses it "
-        f"(or `huggingface-cli download {ref}`) on a machine with network access and copy the cache "
-        "(HF_HOME, default ~/.cache/huggingface) here; or save the model with `save_pretrained(DIR)` and put "
-        "DIR as the member's `checkpoint` in a fusion config file."
+        f"fetch it where the network is with `hf download {ref}` (or `hearfuse download PRESET`) and copy that "
+        "cache here (or point HF_HOME at it), or save the model with save_pretrained(DIR) and give DIR as the "
+        "member's `checkpoint` in a fusion config"
     )
+
+
+def _not_here(ref: str, why: str) -> WeightsNotFoundError:
+    from huggingface_hub import constants
+
+    cache = constants.HF_HUB_CACHE
+    return WeightsNotFoundError(
+        f"checkpoint {ref!r} is not in the Hugging Face cache ({cache}) and {why}; {_how_to_provide(ref)}"
+    )
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub does not answer one request within HUB_PROBE_TIMEOUT_S (no retries), or None if it does."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as error:  # the HTTP client's connection errors come in many classes
+        return f"the hub ({constants.ENDPOINT}) cannot be reached: {error or type(error).__name__}"
+    return None
 
 
 def is_cached(ref: str) -> bool:
@@ -70,21 +95,31 @@ def load_pretrained(model_class: type[ModelT], ref: str) -> ModelT:
             )
         return model_class.from_pretrained(path)
     if looks_like_path(ref):
-        raise WeightsNotFoundError(f"checkpoint directory {ref!r} does not exist. {_how_to_provide(ref)}")
+        raise WeightsNotFoundError(f"checkpoint directory {ref!r} does not exist; {_how_to_provide(ref)}")
     try:
         return model_class.from_pretrained(ref, local_files_only=True)
     except OSError:
         pass
-    if is_offline():
-        raise WeightsNotFoundError(
-            f"checkpoint {ref!r} is not in the local Hugging Face cache and offline mode is on. {_how_to_provide(ref)}"
-        )
+    _require_hub(ref)
     try:
         return model_class.from_pretrained(ref)
     except Exception as error:  # the hub client raises many kinds of network errors
-        raise WeightsNotFoundError(
-            f"could not download checkpoint {ref!r} ({type(error).__name__}: {error}). {_how_to_provide(ref)}"
-        ) from error
+        raise _download_failed(ref, error) from error
+
+
+def _require_hub(ref: str) -> None:
+    if is_offline():
+        raise _not_here(ref, "offline mode is on (HF_HUB_OFFLINE)")
+    why = hub_unreachable()
+    if why is not None:
+        raise _not_here(ref, why)
+
+
+def _download_failed(ref: str, error: Exception) -> WeightsNotFoundError:
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return WeightsNotFoundError(
+        f"could not download checkpoint {ref!r} ({type(error).__name__}: {first_line}); {_how_to_provide(ref)}"
+    )
 
 
 def download(ref: str) -> str:
@@ -93,9 +128,8 @@ def download(ref: str) -> str:
         return str(Path(ref).expanduser())
     from huggingface_hub import snapshot_download
 
+    _require_hub(ref)
     try:
         return snapshot_download(ref, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"])
     except Exception as error:
-        raise WeightsNotFoundError(
-            f"could not download checkpoint {ref!r} ({type(error).__name__}: {error}). {_how_to_provide(ref)}"
-        ) from error
+        raise _download_failed(ref, error) from error
