@@ -44,7 +44,7 @@ def refused(request, tmp_path_factory) -> tuple[list[str], Path]:
     user can reach and write (pytest's own folders are root's alone). One of the two params runs."""
     why_not = _nobody_cannot_start_python()
     if request.param == "uid-65534" and why_not:
-        pytest.skip(f"uid 65534 cannot start {sys.executable} here ({why_not}); tested as root without override")
+        pytest.skip(f"uid 65534 cannot run hearfuse with {sys.executable} ({why_not}); tested as root without override")
     if request.param == "root-without-override" and not why_not:
         pytest.skip("tested as a real unprivileged user (uid 65534) instead")
     prefix = AS_NOBODY if request.param == "uid-65534" else WITHOUT_PERMISSION_OVERRIDE if os.geteuid() == 0 else []

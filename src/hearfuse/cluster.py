@@ -93,16 +93,15 @@ def check_cluster(address: str, timeout_s: float = 5.0) -> None:
             f"{port}` or give the address it printed"
         ) from None
     ray = import_ray()
-    from ray._raylet import AuthenticationMode, get_authentication_mode
-
-    if get_authentication_mode() == AuthenticationMode.TOKEN and _token_source() is None:
-        raise UsageError(_credentials_problem(address))
-    client = getattr(getattr(ray, "_raylet", None), "InnerGcsClient", None)
-    if client is None:  # a Ray without this client: ray.init reports the problem, slowly
+    try:
+        from ray._raylet import InnerGcsClient
+    except ImportError:  # a Ray without this client: ray.init reports the problem, slowly
         return
+    if _sends_token() and _token_source() is None:
+        raise UsageError(_credentials_problem(address))
     try:
         with _quiet_stderr():
-            client.standalone(address, None, int(timeout_s * 1000))
+            InnerGcsClient.standalone(address, None, int(timeout_s * 1000))
     except ray.exceptions.AuthenticationError:
         raise UsageError(_credentials_problem(address)) from None
     except Exception:  # anything else is for ray.init to report, in its own words
@@ -120,10 +119,17 @@ def _token_source() -> str | None:
     return default if os.path.isfile(default) else None
 
 
-def _credentials_problem(address: str) -> str:
-    from ray._raylet import AuthenticationMode, get_authentication_mode
+def _sends_token() -> bool:
+    """Whether this client authenticates with a token (``RAY_AUTH_MODE=token``, as Ray reads it)."""
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+    except ImportError:
+        return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    return get_authentication_mode() == AuthenticationMode.TOKEN
 
-    if get_authentication_mode() != AuthenticationMode.TOKEN:
+
+def _credentials_problem(address: str) -> str:
+    if not _sends_token():
         problem = "the cluster requires a token and this client sends none (RAY_AUTH_MODE is not 'token')"
     elif _token_source() is None:
         problem = "RAY_AUTH_MODE=token but this client has no token (in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray)"
