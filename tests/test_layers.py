@@ -152,6 +152,7 @@ def test_learned_weights_find_the_informative_state_whatever_its_scale(loud):
     train, y_train = _informative_states(0, 600, loud)
     valid, y_valid = _informative_states(1, 200, loud)
     weights = learn_layer_weights([StateRows(train, y_train, valid, y_valid, "multiclass")])
+    assert learn_layer_weights([StateRows(train, y_train, valid, y_valid, "multiclass")]) == weights  # deterministic
     assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-6
     # on unit-RMS states the informative one dominates; the raw weights undo each state's scale
     rms = np.array([np.sqrt((s.std(axis=0) ** 2).mean()) for s in train])

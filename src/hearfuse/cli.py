@@ -373,14 +373,15 @@ def _evaluation_options(command: argparse.ArgumentParser, *, default_probe: str)
     protocol.add_argument(
         "--max-epochs",
         type=int,
-        help="cap every grid point's epoch limit (default: none, the grid's 500 or the task's own)",
+        help="cap every MLP grid point's epoch limit (default: none, the grid's 500 or the task's own)",
     )
     protocol.add_argument(
         "--probe",
         choices=("mlp", "linear", "knn"),
         default=default_probe,
-        help="downstream model: mlp (the kit's 8-point MLP grid), linear (one linear layer on standardised "
-        "embeddings, learning rate chosen on validation) or knn (cosine k nearest neighbours, k chosen on "
+        help="downstream model: mlp (the kit's 8-point MLP grid), linear (L2-regularised logistic regression on "
+        "standardised embeddings, solved to convergence, L2 chosen on validation) or knn (cosine k nearest "
+        "neighbours, k chosen on "
         f"validation; scene tasks only); linear and knn take a fraction of the time (default: {default_probe})",
     )
     protocol.add_argument(

@@ -31,21 +31,10 @@ from .protocol import HyperParameters, KnnParameters
 
 
 class MLP(nn.Module):
-    """The kit's prediction model; with ``standardize`` (mean, std of the training rows) its inputs are
-    standardised first (the linear probe; the kit never does)."""
+    """The kit's prediction model."""
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        params: HyperParameters,
-        standardize: tuple[Tensor, Tensor] | None = None,
-    ):
+    def __init__(self, in_features: int, out_features: int, params: HyperParameters):
         super().__init__()
-        self.standardize = standardize is not None
-        if standardize is not None:
-            self.register_buffer("mean", standardize[0])
-            self.register_buffer("scale", 1.0 / standardize[1].clamp_min(1e-8))
         initialize = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}[
             params.initialization
         ]
@@ -66,31 +55,32 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers, projection)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layers((x - self.mean) * self.scale if self.standardize else x)
+        return self.layers(x)
 
 
-def column_moments(rows, chunk: int = 8192) -> tuple[Tensor, Tensor]:
-    """Mean and (population) standard deviation of every column, in float64, read in chunks (a memmap)."""
+def column_moments(rows, chunk: int = 8192, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Mean and (population) standard deviation of every column, computed in float64 in two passes
+    (no cancellation for columns far from zero), read in chunks (a memmap stays on disk)."""
     total = np.zeros(rows.shape[1])
+    for start in range(0, len(rows), chunk):
+        total += np.asarray(rows[start : start + chunk], dtype=np.float64).sum(axis=0)
+    mean = total / max(len(rows), 1)
     squares = np.zeros(rows.shape[1])
     for start in range(0, len(rows), chunk):
-        block = np.asarray(rows[start : start + chunk], dtype=np.float64)
-        total += block.sum(axis=0)
-        squares += (block**2).sum(axis=0)
-    mean = total / len(rows)
-    std = np.sqrt(np.maximum(squares / len(rows) - mean**2, 0.0))
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+        squares += ((np.asarray(rows[start : start + chunk], dtype=np.float64) - mean) ** 2).sum(axis=0)
+    std = np.sqrt(squares / max(len(rows), 1))
+    return torch.from_numpy(mean).to(dtype), torch.from_numpy(std).to(dtype)
 
 
 def probabilities(logits: Tensor, prediction_type: str) -> Tensor:
     return logits.softmax(dim=-1) if prediction_type == "multiclass" else logits.sigmoid()
 
 
-def loss(logits: Tensor, targets: Tensor, prediction_type: str) -> Tensor:
+def loss(logits: Tensor, targets: Tensor, prediction_type: str, reduction: str = "mean") -> Tensor:
     """Cross entropy on the argmax of one-hot targets (multiclass) or BCE with logits (multilabel)."""
     if prediction_type == "multiclass":
-        return nn.functional.cross_entropy(logits, targets.argmax(dim=-1))
-    return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return nn.functional.cross_entropy(logits, targets.argmax(dim=-1), reduction=reduction)
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
 
 
 @dataclass
@@ -138,7 +128,6 @@ def train_predictor(
     metric: Metric | None = None,
     postprocessing: Postprocessing | None = None,
     shuffle: bool = False,
-    standardize: bool = False,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = False,
@@ -149,7 +138,7 @@ def train_predictor(
     validation loss (lower is better) and use ``postprocessing`` as the event decoding, as the kit
     does for tasks with ``use_scoring_for_early_stopping: false``. ``progress`` shows an epoch bar
     with the best value so far: one grid point of a frame-level event task can train for many
-    minutes on a CPU. ``standardize``: inputs standardised with the training rows' moments.
+    minutes on a CPU.
     """
     from tqdm import tqdm
 
@@ -160,8 +149,7 @@ def train_predictor(
     inputs = Rows(x_train, device)
     targets = torch.as_tensor(y_train, dtype=torch.float32, device=device)
     valid_targets = torch.as_tensor(y_valid, dtype=torch.float32)
-    moments = column_moments(x_train) if standardize else None
-    model = MLP(x_train.shape[1], targets.shape[1], params, moments).to(device)
+    model = MLP(x_train.shape[1], targets.shape[1], params).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
     has_batch_norm = params.hidden_layers > 0 and params.hidden_norm == "BatchNorm1d"
 

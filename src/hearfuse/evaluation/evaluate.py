@@ -35,7 +35,17 @@ from . import heareval_layout, metrics, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .downstream import KnnPredictor, TrainedPredictor, train_predictor
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
-from .protocol import HyperParameters, KnnParameters, Protocol, aggregate, uses_scoring_for_early_stopping
+from .linear import LinearPredictor, LogisticProblem, search, validation_loss
+from .protocol import (
+    L2_DECADES,
+    L2_REFINEMENT,
+    HyperParameters,
+    KnnParameters,
+    LinearParameters,
+    Protocol,
+    aggregate,
+    uses_scoring_for_early_stopping,
+)
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -268,16 +278,20 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
             f"it holds {len(options)}"
         )
     folds = task.folds()
-    grid = protocol.grid(task.metadata)
 
-    def train(fold: Fold, params: HyperParameters | KnnParameters) -> TrainedPredictor | KnnPredictor:
+    def train(fold: Fold, params: HyperParameters | LinearParameters | KnnParameters) -> Predictor:
         return _train_fold(task, fold, data, params, settings, scoring, options)
 
     started = time.perf_counter()
-    candidates = [
-        train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)
-    ]
-    # sort_grid_points: best validation value first, the earlier draw on ties (a stable sort)
+    if protocol.probe == "linear":  # the L2 search refines around its best decade: not a fixed grid
+        candidates = _linear_search(task, folds[0], data, settings, scoring, options, primary)
+    else:
+        grid = protocol.grid(task.metadata)
+        candidates = [
+            train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)
+        ]
+    # sort_grid_points: best validation value first, the earlier draw on ties (a stable sort); the
+    # linear probe's candidates come strongest penalty first, so its ties go to the stronger penalty
     chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
     grid_seconds = time.perf_counter() - started
 
@@ -312,6 +326,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
                 "validation_score": c.validation_score,
                 "best_epoch": c.best_epoch,
                 "epochs_run": c.epochs_run,
+                **({"converged": c.converged} if isinstance(c, LinearPredictor) else {}),
             }
             for c in candidates
         ],
@@ -322,7 +337,10 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     }
 
 
-def _rank(trained: TrainedPredictor | KnnPredictor, primary: metrics.Metric) -> float:
+Predictor = TrainedPredictor | LinearPredictor | KnnPredictor
+
+
+def _rank(trained: Predictor, primary: metrics.Metric) -> float:
     return (primary if trained.monitor == "score" else metrics.VALIDATION_LOSS).rank(trained.validation_score)
 
 
@@ -358,20 +376,58 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
     return validate
 
 
+def _linear_measure(task: Task, valid: SplitData, scoring: bool, options: list[Postprocessing]):
+    """How a fitted linear probe is judged on validation: the primary score (with the event decoding it
+    chooses), or the validation loss where the task selects on loss (with its one decoding)."""
+    kind = _prediction_type(task)
+    if scoring:
+        validate = _validator(task, valid, options)
+        return lambda predictor: validate(predictor.predict(valid.x, kind))
+    return lambda predictor: (validation_loss(predictor, valid.x, valid.y, kind), options[0] if options else None)
+
+
+def _linear_search(
+    task: Task,
+    fold: Fold,
+    data: dict[str, SplitData],
+    settings: EvaluationSettings,
+    scoring: bool,
+    options: list[Postprocessing],
+    primary: metrics.Metric,
+) -> list[LinearPredictor]:
+    from tqdm import tqdm
+
+    x_train, y_train = _stack([data[s] for s in fold.train])
+    problem = LogisticProblem(x_train, y_train, _prediction_type(task), settings.device)
+    measure = _linear_measure(task, data[fold.valid], scoring, options)
+    rank = primary.rank if scoring else metrics.VALIDATION_LOSS.rank
+    total = len(L2_DECADES) + len(L2_REFINEMENT)
+    with tqdm(total=total, desc=f"l2 search {task.name}", disable=not settings.progress) as bar:
+        candidates = search(problem, measure, rank, lambda _: bar.update())
+    for candidate in candidates:
+        candidate.monitor = "score" if scoring else "loss"
+    return candidates
+
+
 def _train_fold(
     task: Task,
     fold: Fold,
     data: dict[str, SplitData],
-    params: HyperParameters | KnnParameters,
+    params: HyperParameters | LinearParameters | KnnParameters,
     settings: EvaluationSettings,
     scoring: bool,
     options: list[Postprocessing],
-) -> TrainedPredictor | KnnPredictor:
+) -> Predictor:
     x_train, y_train = _stack([data[s] for s in fold.train])
     valid = data[fold.valid]
     if isinstance(params, KnnParameters):  # nothing to train: k is chosen by its validation score
         predictor = KnnPredictor.fit(x_train, y_train, params)
         predictor.validation_score, _ = _validator(task, valid, options)(predictor.predict(valid.x))
+        return predictor
+    if isinstance(params, LinearParameters):
+        predictor = LogisticProblem(x_train, y_train, _prediction_type(task), settings.device).fit(params)
+        predictor.validation_score, predictor.postprocessing = _linear_measure(task, valid, scoring, options)(predictor)
+        predictor.monitor = "score" if scoring else "loss"
         return predictor
     return train_predictor(
         x_train,
@@ -384,16 +440,13 @@ def _train_fold(
         metric=metrics.METRICS[task.primary_metric],
         postprocessing=None if scoring or not options else options[0],
         shuffle=settings.protocol.shuffle_batches,
-        standardize=settings.protocol.probe == "linear",
         device=settings.device,
         seed=settings.protocol.seed + fold.index,
         progress=settings.progress,
     )
 
 
-def _test_scores(
-    task: Task, test: SplitData, trained: TrainedPredictor | KnnPredictor, device: str
-) -> dict[str, float]:
+def _test_scores(task: Task, test: SplitData, trained: Predictor, device: str) -> dict[str, float]:
     labels = list(task.labels)
     probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":

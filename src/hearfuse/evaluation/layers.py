@@ -25,7 +25,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import FusionConfig
 from ..errors import UsageError
@@ -37,6 +36,8 @@ from . import report
 from .cache import embedding_key, read_split, split_dir
 from .downstream import Rows, column_moments, loss
 from .evaluate import EvaluationSettings, embed_task, evaluate_task, execute, model_jobs
+from .linear import LinearPredictor, LogisticProblem, best_candidate, search, validation_loss
+from .metrics import VALIDATION_LOSS
 from .splits import SplitData, from_cache
 from .tasks import Task, load_task, select_tasks
 
@@ -168,63 +169,65 @@ class StateRows:
     prediction_type: str
 
 
-def learn_layer_weights(
-    tasks: Sequence[StateRows],
-    *,
-    seed: int = 42,
-    learning_rate: float = 1e-2,
-    batch_size: int = 512,
-    max_epochs: int = 200,
-    patience: int = 20,
-    device: str = "cpu",
-) -> list[float]:
-    """Softmax weights over the states, learned jointly with one linear head per task (s3prl's
-    featurizer feeding a linear probe), early-stopped on the tasks' mean validation loss.
+#: The joint fit of layer weights and heads: L-BFGS until no gradient component exceeds the tolerance.
+WEIGHTS_TOLERANCE = 1e-7
+WEIGHTS_MAX_ITERATIONS = 1000
+#: Rows per chunk of the joint loss (every state of a chunk is held at once, in float64).
+WEIGHTS_CHUNK_ROWS = 2048
+
+
+def learn_layer_weights(tasks: Sequence[StateRows], *, device: str = "cpu") -> list[float]:
+    """Softmax weights over the states, learned jointly with one linear head per task, to convergence
+    (s3prl's featurizer feeding the linear probe).
 
     Each state is first centred and divided by its RMS on the task's training rows (one scalar per
-    state), so the weights compare what layers carry, not how large their activations are. The
-    returned weights are on the *raw* states, summing to 1: ``sum_i w_i h_i`` equals the learned
-    combination up to one scale and offset, which standardised probes do not see. Rows are read per
-    batch (memory-mapped caches stay on disk when they do not fit in memory).
+    state), so the weights compare what layers carry, not how large their activations are; the mix is
+    then standardised per feature with the moments of the states' plain average. For each task the
+    linear probe's search (:func:`.linear.search`, on validation loss) fits that plain average, which
+    gives the task's L2 penalty and the heads' starting point; then the softmax logits (from zero, the
+    plain average) and all heads are fitted together by full-batch L-BFGS on the tasks' summed
+    training objectives. Deterministic; no learning rate or epoch budget. The returned weights are on
+    the *raw* states, summing to 1: ``sum_i w_i h_i`` equals the learned combination up to one scale
+    and offset per feature, which standardised probes do not see. Rows are read per chunk
+    (memory-mapped caches stay on disk when they do not fit in memory).
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    logits = nn.Parameter(torch.zeros(len(tasks[0].train), device=device))
     prepared = [_TaskStates(rows, device) for rows in tasks]
-    heads = nn.ModuleList(nn.Linear(task.width, task.labels) for task in prepared).to(device)
-    optimizer = torch.optim.Adam([logits, *heads.parameters()], lr=learning_rate)
+    starts = [task.plain_average_probe() for task in prepared]
+    logits = torch.zeros(len(tasks[0].train), dtype=torch.float64, device=device, requires_grad=True)
+    heads = [(start.weight.clone().requires_grad_(True), start.bias.clone().requires_grad_(True)) for start in starts]
+    solver = torch.optim.LBFGS(
+        [logits, *(p for head in heads for p in head)],
+        lr=1.0,
+        max_iter=WEIGHTS_MAX_ITERATIONS,
+        max_eval=WEIGHTS_MAX_ITERATIONS * 2,
+        tolerance_grad=WEIGHTS_TOLERANCE,
+        tolerance_change=1e-14,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
-    def task_loss(task: _TaskStates, head: nn.Module, split: str, index: torch.Tensor) -> torch.Tensor:
-        states, targets = task.batch(split, index)
-        return loss(head(torch.einsum("s,snc->nc", logits.softmax(0), states)), targets, task.kind)
+    def objective() -> torch.Tensor:
+        solver.zero_grad()
+        total = 0.0
+        for task, (weight, bias), start in zip(prepared, heads, starts):
+            count = task.rows("train")
+            for first in range(0, count, WEIGHTS_CHUNK_ROWS):
+                index = torch.arange(first, min(first + WEIGHTS_CHUNK_ROWS, count))
+                states, targets = task.batch("train", index)
+                mixed = torch.einsum("s,snc->nc", logits.softmax(0), states.double())
+                inputs = (mixed - start.mean) * start.scale
+                part = loss(inputs @ weight + bias, targets.double(), task.kind, reduction="sum") / count
+                part.backward()
+                total += part.item()
+            penalty = 0.5 * start.params.l2 * weight.pow(2).sum()
+            penalty.backward()
+            total += penalty.item()
+        return torch.tensor(total, dtype=torch.float64)
 
-    best, best_loss, waited = logits.detach().clone(), math.inf, 0
-    for _ in range(max_epochs):
-        orders = [torch.randperm(task.rows("train"), generator=generator) for task in prepared]
-        for step in range(max(math.ceil(len(order) / batch_size) for order in orders)):
-            optimizer.zero_grad()
-            total = torch.zeros((), device=device)
-            for task, head, order in zip(prepared, heads, orders):
-                start = (step * batch_size) % len(order)  # smaller tasks cycle
-                total = total + task_loss(task, head, "train", order[start : start + batch_size])
-            total.backward()
-            optimizer.step()
-        with torch.no_grad():
-            value = 0.0
-            for task, head in zip(prepared, heads):
-                count = task.rows("valid")
-                for start in range(0, count, 8192):
-                    index = torch.arange(start, min(start + 8192, count))
-                    value += float(task_loss(task, head, "valid", index)) * len(index) / count / len(prepared)
-        if value < best_loss - 1e-6:
-            best, best_loss, waited = logits.detach().clone(), value, 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
+    solver.step(objective)
     # raw-state weights: softmax / scale, the scale a geometric mean over the tasks
-    scale = torch.stack([task.scale.log() for task in prepared]).mean(0).exp()
-    raw = best.softmax(0) / scale
+    scale = torch.stack([task.scale.double().log() for task in prepared]).mean(0).exp()
+    raw = logits.detach().softmax(0) / scale
     return (raw / raw.sum()).cpu().tolist()
 
 
@@ -243,9 +246,30 @@ class _TaskStates:
             "valid": torch.from_numpy(np.asarray(rows.y_valid, np.float32)).to(device),
         }
         self.width, self.labels, self.kind = self.mean.shape[1], rows.y_train.shape[1], rows.prediction_type
+        self.device = device
 
     def rows(self, split: str) -> int:
         return len(self.targets[split])
+
+    def plain_average(self, split: str) -> np.ndarray:
+        """The mean of the normalised states, every row (float32, built chunk by chunk)."""
+        count = self.rows(split)
+        out = np.empty((count, self.width), np.float32)
+        for first in range(0, count, WEIGHTS_CHUNK_ROWS):
+            index = torch.arange(first, min(first + WEIGHTS_CHUNK_ROWS, count))
+            out[first : first + len(index)] = self.batch(split, index)[0].mean(0).cpu().numpy()
+        return out
+
+    def plain_average_probe(self) -> LinearPredictor:
+        """The linear probe of the plain average, its L2 strength chosen on validation loss."""
+        valid, y_valid = self.plain_average("valid"), self.targets["valid"].cpu().numpy()
+        problem = LogisticProblem(
+            self.plain_average("train"), self.targets["train"].cpu().numpy(), self.kind, self.device
+        )
+        candidates = search(
+            problem, lambda p: (validation_loss(p, valid, y_valid, self.kind), None), VALIDATION_LOSS.rank
+        )
+        return best_candidate(candidates, VALIDATION_LOSS.rank)
 
     def batch(self, split: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """States ``(S, batch, C)`` and targets of the given rows."""
@@ -288,7 +312,7 @@ def learned_weights(
     if not scored:
         return None
     tasks = [state_rows(layers, load_task(task_paths[index]), settings, dtype) for index in scored]
-    return learn_layer_weights(tasks, seed=settings.protocol.seed, device=settings.device)
+    return learn_layer_weights(tasks, device=settings.device)
 
 
 def chosen_config(config: FusionConfig, analysed: Sequence[MemberLayers], choice: str) -> FusionConfig:

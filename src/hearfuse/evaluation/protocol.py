@@ -48,8 +48,24 @@ KIT_SEED = 42
 #: Downstream probes: ``mlp`` is the kit's protocol; ``linear`` and ``knn`` are the fast probes of newer
 #: benchmarks (X-ARES), which can rank representations differently.
 PROBES = ("mlp", "linear", "knn")
-#: Learning rates the linear probe chooses among on validation.
-LINEAR_LRS = (1e-2, 1e-3, 1e-4)
+#: The linear probe's L2 search (:mod:`.linear`): decades from the strongest penalty to the weakest,
+#: then these factors around the best decade (on standardised inputs, 10 already keeps the weights
+#: near zero and 1e-6 is all but unregularised); the solver stops when no gradient component of the
+#: objective exceeds TOLERANCE (or the float64 objective's resolution floor, where that is larger),
+#: or after MAX_ITERATIONS.
+L2_DECADES = tuple(10.0**exponent for exponent in range(1, -7, -1))
+L2_REFINEMENT = tuple(10.0**exponent for exponent in (0.5, 0.25, -0.25, -0.5))
+TOLERANCE = 1e-6
+MAX_ITERATIONS = 500
+#: What results record of the linear probe: results of another definition (the Adam-trained linear
+#: layer before it recorded learning rates as its candidates) are stale and recomputed.
+LINEAR_DEFINITION = {
+    "probe": "L2-regularised logistic regression, L-BFGS to convergence, standardised inputs",
+    "l2_decades": list(L2_DECADES),
+    "l2_refinement": list(L2_REFINEMENT),
+    "tolerance": TOLERANCE,
+    "max_iterations": MAX_ITERATIONS,
+}
 #: Neighbour counts the kNN probe chooses among on validation (a k above the training rows votes with all
 #: of them, so it ties with the smaller k that already did, and the smaller is chosen).
 KNN_KS = (1, 3, 5, 10, 20, 50)
@@ -90,6 +106,17 @@ class HyperParameters:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LinearParameters:
+    """One candidate of the linear probe: the L2 strength on standardised inputs (scikit-learn's
+    ``C = 1 / (l2 * n_train)``)."""
+
+    l2: float
+
+    def to_dict(self) -> dict:
+        return {"l2": self.l2}
 
 
 @dataclass(frozen=True)
@@ -166,10 +193,11 @@ class Protocol:
     seed: int = KIT_SEED
     max_epochs: int | None = None
     shuffle_batches: bool = False
-    #: ``mlp`` (the kit's), ``linear`` (one linear layer on standardised embeddings, its learning rate
-    #: chosen among :data:`LINEAR_LRS` on validation, early stopping as the kit's) or ``knn`` (cosine
-    #: k nearest neighbours, k chosen among :data:`KNN_KS` on validation; scene tasks only).
-    #: ``grid_points`` applies to ``mlp`` only.
+    #: ``mlp`` (the kit's), ``linear`` (L2-regularised logistic regression on standardised embeddings,
+    #: solved to convergence, its L2 strength chosen on validation: :data:`L2_DECADES` then
+    #: :data:`L2_REFINEMENT` around the best) or ``knn`` (cosine k nearest neighbours, k chosen among
+    #: :data:`KNN_KS` on validation; scene tasks only). ``grid_points`` and ``max_epochs`` apply to
+    #: ``mlp`` only.
     probe: str = "mlp"
 
     def __post_init__(self) -> None:
@@ -196,8 +224,12 @@ class Protocol:
         recorded = {"kit": KIT, **asdict(self)}
         if self.probe == "mlp":
             del recorded["probe"]
+        elif self.probe == "linear":  # neither a grid draw, nor epochs, nor batches: only its definition
+            for unused in ("grid_points", "max_epochs", "shuffle_batches"):
+                del recorded[unused]
+            recorded["candidates"] = LINEAR_DEFINITION
         else:
-            recorded["candidates"] = list(LINEAR_LRS if self.probe == "linear" else KNN_KS)
+            recorded["candidates"] = list(KNN_KS)
         return recorded
 
     def not_applicable(self, embedding_type: str) -> str | None:
@@ -206,17 +238,15 @@ class Protocol:
             return "the knn probe scores scene tasks only (clips, not frames): not applicable to an event task"
         return None
 
-    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters] | list[KnnParameters]:
-        """This run's candidates for a task: the kit's draw (then the epoch cap if any) for ``mlp``, the
-        learning rates of a linear layer for ``linear`` (with the task's validation schedule), the
-        neighbour counts for ``knn``."""
+    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters] | list[LinearParameters] | list[KnnParameters]:
+        """This run's first candidates for a task: the kit's draw (then the epoch cap if any) for ``mlp``,
+        the L2 decades for ``linear`` (refined around the best by the search), the neighbour counts for
+        ``knn``."""
         if self.probe == "knn":
             return [KnnParameters(k) for k in KNN_KS]
         if self.probe == "linear":
-            schedule = {key: values[0] for key, values in task_grid(metadata).items() if key in _SCHEDULE}
-            points = [HyperParameters(0, lr, "xavier_uniform", **schedule) for lr in LINEAR_LRS]
-        else:
-            points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
+            return [LinearParameters(l2) for l2 in L2_DECADES]
+        points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
         if self.max_epochs is not None:
             points = [replace(p, max_epochs=min(p.max_epochs, self.max_epochs)) for p in points]
         for point in points:
@@ -226,7 +256,3 @@ class Protocol:
                     f"(every {point.check_val_every_n_epoch} epochs for this task)"
                 )
         return points
-
-
-#: What the linear probe takes from a task's grid: how long to train and how often to validate.
-_SCHEDULE = ("batch_size", "max_epochs", "check_val_every_n_epoch", "patience")

@@ -104,6 +104,27 @@ def probe_of(record: dict) -> str:
     return str(record.get("probe") or protocol.get("probe") or "mlp")
 
 
+def _linear_definitions(group: Sequence[dict]) -> str:
+    """Which definition of the linear probe produced the table's results (each result records it)."""
+    lines = []
+    for candidates in _ordered_unique(json.dumps((r.get("protocol") or {}).get("candidates")) for r in group):
+        recorded = json.loads(candidates)
+        if isinstance(recorded, dict):
+            decades = recorded.get("l2_decades", [])
+            lines.append(
+                f"Linear probe: {recorded.get('probe')}; L2 chosen on validation among {len(decades)} decades "
+                f"({max(decades):g} to {min(decades):g}) refined around the best, solver tolerance "
+                f"{recorded.get('tolerance'):g}.\n"
+            )
+        elif recorded is not None:
+            lines.append(
+                "Some results are from the earlier linear probe (a linear layer trained with Adam, learning rate "
+                f"chosen among {', '.join(f'{value:g}' for value in recorded)}): rerun `hearfuse evaluate --probe "
+                "linear` to recompute them with the current definition.\n"
+            )
+    return "".join(lines)
+
+
 def by_probe(results: Sequence[dict]) -> dict[str, list[dict]]:
     """Results grouped by probe, mlp first."""
     groups: dict[str, list[dict]] = {}
@@ -642,6 +663,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
                 f"`{FAILED}`: the run failed, `{MISSING}`: not run, `{NOT_AVAILABLE}`: the probe does not "
                 "apply or the metric is missing.\n"
                 + ("" if probe == "mlp" else f"Scored with the {probe} probe (`--probe {probe}`), not the kit's MLP.\n")
+                + (_linear_definitions(group) if probe == "linear" else "")
             ),
             markdown_table(group),
             f"![Primary metric per task{'' if probe == 'mlp' else f', {probe} probe'}]({chart.name})\n",
