@@ -147,6 +147,13 @@ def test_rows_read_in_chunks_give_the_same_optimum(monkeypatch):
     monkeypatch.setattr(linear, "CHUNK_ROWS", 37)
     chunked = LogisticProblem(x, y, "multiclass").fit(LinearParameters(1e-3))
     np.testing.assert_allclose(chunked.predict(x, "multiclass"), whole.predict(x, "multiclass"), atol=1e-6)
+    # no free memory: nothing held, every chunk standardised again from the stored rows at each evaluation
+    monkeypatch.setattr(linear, "free_bytes", lambda device: 0)
+    streamed = LogisticProblem(x, y, "multiclass")
+    assert streamed.held is None
+    np.testing.assert_allclose(
+        streamed.fit(LinearParameters(1e-3)).predict(x, "multiclass"), whole.predict(x, "multiclass"), atol=1e-6
+    )
 
 
 CREPE_TINY = FusionConfig(

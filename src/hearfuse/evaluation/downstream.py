@@ -195,12 +195,18 @@ def train_predictor(
     )
 
 
+def free_bytes(device: str) -> int:
+    """Free memory where tensors for `device` live: the GPU's own, else the host's."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 class Rows:
-    """Training inputs: copied to the device when they fit in memory, else read per batch from the memmap."""
+    """Training inputs: copied to the device when they fit in its memory, else read per batch from the memmap."""
 
     def __init__(self, rows, device: str):
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        self.in_memory = rows.nbytes < available // 2
+        self.in_memory = rows.nbytes < free_bytes(device) // 2
         self.device = device
         self.rows = torch.from_numpy(np.array(rows, dtype=np.float32)).to(device) if self.in_memory else rows
 

@@ -18,7 +18,6 @@ never copied per candidate.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .downstream import column_moments, loss, probabilities
+from .downstream import column_moments, free_bytes, loss, probabilities
 from .events import Postprocessing
 from .protocol import L2_DECADES, L2_REFINEMENT, MAX_ITERATIONS, TOLERANCE, LinearParameters
 
@@ -86,12 +85,6 @@ def standardised(rows: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
     return (rows - mean) * scale
 
 
-def _free_bytes(device: str) -> int:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.mem_get_info(torch.device(device))[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def _float64(rows, device: str) -> Tensor:
     return torch.from_numpy(np.array(rows, dtype=np.float64)).to(device)
 
@@ -107,7 +100,7 @@ class LogisticProblem:
         # standardised in float64 once where that fits in a quarter of the device's free memory, else
         # every chunk at every evaluation from the rows as stored (x may be a memmap)
         self.rows = x
-        held = 2 * x.nbytes < _free_bytes(device) // 4
+        held = 2 * x.nbytes < free_bytes(device) // 4
         self.held = [self._standardised(start) for start in range(0, len(x), CHUNK_ROWS)] if held else None
 
     def _standardised(self, start: int) -> Tensor:
