@@ -17,7 +17,8 @@ import argparse
 import math
 from pathlib import Path
 
-from hearfuse.evaluation.report import load_results, metric_scale, probe_of
+from hearfuse.evaluation.formatting import metric_scale
+from hearfuse.evaluation.report import load_results, probe_of
 
 PROBES = ("mlp", "linear", "knn")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hearfuse.evaluation.formatting import format_score
 from hearfuse.evaluation.report import (
     _describe_protocol,
     bar_chart,
     failures,
-    format_score,
     load_results,
     markdown_table,
     secondary_table,

@@ -40,6 +40,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import published
+from .formatting import (
+    UNSCALED_METRICS,
+    colors,
+    displayed_mean,
+    format_score,
+    md_escape,
+    metric_scale,
+    score_of,
+)
+
 __all__ = [
     "bar_chart",
     "failures",
@@ -55,7 +66,6 @@ MISSING = "–"
 FAILED = "failed"
 NOT_AVAILABLE = "n/a"
 OTHER_PROTOCOL = "†"
-UNSCALED_METRICS = frozenset({"d_prime"})
 _LOWER_IS_BETTER_HINTS = ("error", "loss", "eer", "wer", "cer", "der")
 _REQUIRED_KEYS = ("model", "task", "status")
 _STATUSES = ("ok", "failed", "skipped")
@@ -161,56 +171,9 @@ def _read_record(path: Path) -> dict:
 # scores and formatting
 
 
-def metric_scale(metric: str) -> tuple[float, int]:
-    """(factor, decimals) used to display ``metric``: x100 / 1 decimal, d_prime as is / 2."""
-    return (1.0, 2) if metric in UNSCALED_METRICS else (100.0, 1)
-
-
 def _infer_higher_is_better(metric: str | None) -> bool:
     name = (metric or "").lower()
     return not any(hint in name for hint in _LOWER_IS_BETTER_HINTS)
-
-
-def _score(record: dict, metric: str) -> tuple[float, float | None] | None:
-    """(mean, std or None) of ``metric`` in ``record['test']``; None when absent or unusable.
-    The std is None when there are fewer than two folds."""
-    entry = (record.get("test") or {}).get(metric)
-    if isinstance(entry, bool):
-        return None
-    if isinstance(entry, (int, float)):
-        return float(entry), None
-    if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
-        return None
-    mean = float(entry["mean"])
-    std = entry.get("std")
-    folds = entry.get("folds")
-    if not isinstance(std, (int, float)) or (isinstance(folds, list) and len(folds) < 2):
-        std = None
-    return mean, None if std is None else float(std)
-
-
-def _rounded(value: float, decimals: int) -> float:
-    return round(value, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def format_score(mean: float, std: float | None, metric: str) -> str:
-    """``87.1 ± 1.2`` (x100 unless d_prime); the std part only when ``std`` is not None."""
-    factor, decimals = metric_scale(metric)
-    if not math.isfinite(mean):
-        return str(mean)
-    text = f"{_rounded(mean * factor, decimals):.{decimals}f}"
-    if std is not None and math.isfinite(std):
-        text += f" ± {_rounded(std * factor, decimals):.{decimals}f}"
-    return text
-
-
-def _displayed_mean(mean: float, metric: str) -> float:
-    factor, decimals = metric_scale(metric)
-    return _rounded(mean * factor, decimals)
-
-
-def _md_escape(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
 def _ordered_unique(items: Iterable[str]) -> list[str]:
@@ -309,12 +272,12 @@ def markdown_table(results: Sequence[dict], row_header: str = "Model") -> str:
             elif record["status"] != "ok":
                 body[model, task] = FAILED
             else:
-                score = _score(record, metric) if metric else None
+                score = score_of(record, metric) if metric else None
                 if score is None:
                     body[model, task] = NOT_AVAILABLE
                 else:
                     body[model, task] = format_score(*score, metric)
-                    shown[model] = _displayed_mean(score[0], metric)
+                    shown[model] = displayed_mean(score[0], metric)
         for model, rank in _rank_marks(shown, column["higher_is_better"]).items():
             body[model, task] = f"**{body[model, task]}**" if rank == 1 else f"<u>{body[model, task]}</u>"
         for model in models:
@@ -323,11 +286,11 @@ def markdown_table(results: Sequence[dict], row_header: str = "Model") -> str:
 
     header = [row_header] + [_header(c) for c in columns]
     lines = [
-        "| " + " | ".join(_md_escape(h) for h in header) + " |",
+        "| " + " | ".join(md_escape(h) for h in header) + " |",
         "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
     ]
     for model in models:
-        row = [_md_escape(model)] + [body[model, c["task"]] for c in columns]
+        row = [md_escape(model)] + [body[model, c["task"]] for c in columns]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -350,7 +313,7 @@ def _failures_markdown(results: Sequence[dict]) -> str:
         error = " ".join(error.split())
         if len(error) > _MAX_ERROR_CHARS:
             error = error[: _MAX_ERROR_CHARS - 1] + "…"
-        lines.append(f"- **{_md_escape(model)}** on `{task}`: {_md_escape(error)}")
+        lines.append(f"- **{md_escape(model)}** on `{task}`: {md_escape(error)}")
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -388,9 +351,7 @@ def _protocol_markdown(results: Sequence[dict]) -> str:
     lines = [f"Downstream models trained with {_describe_protocol(common)}."]
     if other:
         lines[0] += f" Runs marked {OTHER_PROTOCOL} in the primary table differ:\n"
-        lines += [
-            f"- **{_md_escape(r['model'])}** on `{r['task']}`: {_describe_protocol(r['protocol'])}" for r in other
-        ]
+        lines += [f"- **{md_escape(r['model'])}** on `{r['task']}`: {_describe_protocol(r['protocol'])}" for r in other]
     unrecorded = sum(r["status"] == "ok" and not isinstance(r.get("protocol"), dict) for r in results)
     if unrecorded:
         lines.append(f"\n{unrecorded} run(s) do not record their protocol.")
@@ -412,7 +373,7 @@ def secondary_table(results: Sequence[dict]) -> str:
         ok = [cells[m, task] for m in models if (m, task) in cells and cells[m, task]["status"] == "ok"]
         metrics = sorted({name for r in ok for name in r.get("test", {})} - {column["metric"]})
         for metric in metrics:
-            row = [_md_escape(task), _md_escape(metric)]
+            row = [md_escape(task), md_escape(metric)]
             for model in models:
                 record = cells.get((model, task))
                 if record is None:
@@ -422,13 +383,13 @@ def secondary_table(results: Sequence[dict]) -> str:
                 elif record["status"] != "ok":
                     row.append(FAILED)
                 else:
-                    score = _score(record, metric)
+                    score = score_of(record, metric)
                     row.append(NOT_AVAILABLE if score is None else format_score(*score, metric))
             rows.append(row)
     if not rows:
         return ""
     lines = [
-        "| " + " | ".join(["Task", "Metric"] + [_md_escape(m) for m in models]) + " |",
+        "| " + " | ".join(["Task", "Metric"] + [md_escape(m) for m in models]) + " |",
         "|" + "|".join([":---", ":---"] + [":---:"] * len(models)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -437,20 +398,6 @@ def secondary_table(results: Sequence[dict]) -> str:
 
 # --------------------------------------------------------------------------------------------
 # chart
-
-
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        cmap = colormaps["tab20"]
-        # dark shades first, then the light ones, so that neighbouring bars differ clearly
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return [cmap(order[i]) for i in range(n)]
-    cmap = colormaps["turbo"]
-    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
 
 
 def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
@@ -482,7 +429,7 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
 
     group = min(0.8, 0.3 * n_models)  # a lone bar should not fill its whole group
     bar_width = group / n_models
-    colors = _colors(n_models)
+    palette = colors(n_models)
     lowest = 0.0
     failed_x = []
     legend_handles = []
@@ -497,7 +444,7 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
             if record["status"] != "ok":
                 failed_x.append(x)
                 continue
-            score = _score(record, column["metric"]) if column["metric"] else None
+            score = score_of(record, column["metric"]) if column["metric"] else None
             if score is None or not math.isfinite(score[0]):
                 continue
             factor, decimals = metric_scale(column["metric"])
@@ -511,7 +458,7 @@ def bar_chart(results: Sequence[dict], path: str | Path, title: str | None = Non
             heights,
             bar_width * 0.92,
             yerr=errs if any(errs) else None,
-            color=colors[i],
+            color=palette[i],
             edgecolor="white",
             linewidth=0.4,
             error_kw={"elinewidth": 0.8, "capsize": min(3.0, 30 / n_models), "ecolor": "0.2"},
@@ -577,10 +524,10 @@ def layer_heatmap(results: Sequence[dict], path: str | Path, title: str) -> Path
         for i, state in enumerate(states):
             record = cells.get((state, column["task"]))
             score = (
-                _score(record, column["metric"]) if record and record["status"] == "ok" and column["metric"] else None
+                score_of(record, column["metric"]) if record and record["status"] == "ok" and column["metric"] else None
             )
             if score is not None and math.isfinite(score[0]):
-                shown[i] = _displayed_mean(score[0], column["metric"])
+                shown[i] = displayed_mean(score[0], column["metric"])
                 labels[i][j] = format_score(score[0], None, column["metric"])
         if shown:
             low, high = min(shown.values()), max(shown.values())
@@ -668,6 +615,14 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
             markdown_table(group),
             f"![Primary metric per task{'' if probe == 'mlp' else f', {probe} probe'}]({chart.name})\n",
         ]
+    comparison = published.markdown(results)
+    published_chart = out / "report-published.png"
+    if comparison:
+        parts += [
+            "## Beside the published HEAR 2021 results\n",
+            comparison,
+            f"![Yours beside HEAR 2021's published scores]({published_chart.name})\n",
+        ]
     parts += ["## Failed runs\n", "".join(_failures_markdown(group) for group in groups.values()) or "None.\n"]
     protocol = _protocol_markdown(groups.get("mlp", []))
     if protocol:
@@ -680,4 +635,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     md_path.write_text("\n".join(parts), encoding="utf-8")
     for group, chart in charts:
         bar_chart(group, chart)
+    if comparison:
+        published.chart(results, published_chart)
+    else:
+        published_chart.unlink(missing_ok=True)  # from an earlier report of this folder
     return md_path, png_path

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
+from .. import hear2021
 from ..config import FusionConfig, MemberConfig
 from ..errors import UsageError
 from ..fusion.aggregation import LayerAggregation
@@ -83,22 +84,6 @@ PAPER_PRESETS: dict[str, FusionConfig] = {
 
 #: Preset the package-level ``load_model("")`` builds: the paper's proposed system.
 DEFAULT_PRESET = "fusion_cat_xwc"
-
-#: Which paper table each preset appears in (for documentation and reports).
-PAPER_TABLES = {
-    "wav2vec2_large": "2, 3",
-    "hubert_xlarge": "2, 3, 5",
-    "crepe": "2",
-    "fusion_wav2vec2_large": "3",
-    "fusion_hubert_xlarge": "3",
-    "avg_xw": "4",
-    "cat_xw": "4",
-    "avg_xc": "5",
-    "cat_wc": "6",
-    "cat_xwc": "6",
-    "fusion_cat_xwc": "2",
-    "fusion_cat_xwc_g": "2",
-}
 
 
 def names() -> list[str]:
@@ -159,6 +144,6 @@ def describe(config: FusionConfig) -> dict:
         "timestamp_embedding_size": sizes[0],
         "scene_embedding_size": sizes[1],
         "hop_ms": hop_ms,
-        "tables": PAPER_TABLES.get(config.name.split("+")[0], ""),
+        "tables": ", ".join(str(table) for table in hear2021.load().paper_tables_of(config.name.split("+")[0])),
         "weights_available": all(get_family(m.family).is_available(m.checkpoint) for m in config.members),
     }

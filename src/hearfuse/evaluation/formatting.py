@@ -1,0 +1,69 @@
+"""How scores are shown, in reports and beside published numbers alike: x100 with one decimal
+(``d_prime`` as is, two decimals), and ranks taken on the displayed value."""
+
+from __future__ import annotations
+
+import math
+
+UNSCALED_METRICS = frozenset({"d_prime"})
+
+
+def metric_scale(metric: str) -> tuple[float, int]:
+    """(factor, decimals) used to display ``metric``: x100 / 1 decimal, d_prime as is / 2."""
+    return (1.0, 2) if metric in UNSCALED_METRICS else (100.0, 1)
+
+
+def score_of(record: dict, metric: str) -> tuple[float, float | None] | None:
+    """(mean, std or None) of ``metric`` in ``record['test']``; None when absent or unusable.
+    The std is None when there are fewer than two folds."""
+    entry = (record.get("test") or {}).get(metric)
+    if isinstance(entry, bool):
+        return None
+    if isinstance(entry, (int, float)):
+        return float(entry), None
+    if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
+        return None
+    mean = float(entry["mean"])
+    std = entry.get("std")
+    folds = entry.get("folds")
+    if not isinstance(std, (int, float)) or (isinstance(folds, list) and len(folds) < 2):
+        std = None
+    return mean, None if std is None else float(std)
+
+
+def rounded(value: float, decimals: int) -> float:
+    return round(value, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def format_score(mean: float, std: float | None, metric: str) -> str:
+    """``87.1 ± 1.2`` (x100 unless d_prime); the std part only when ``std`` is not None."""
+    factor, decimals = metric_scale(metric)
+    if not math.isfinite(mean):
+        return str(mean)
+    text = f"{rounded(mean * factor, decimals):.{decimals}f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {rounded(std * factor, decimals):.{decimals}f}"
+    return text
+
+
+def displayed_mean(mean: float, metric: str) -> float:
+    factor, decimals = metric_scale(metric)
+    return rounded(mean * factor, decimals)
+
+
+def md_escape(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        cmap = colormaps["tab20"]
+        # dark shades first, then the light ones, so that neighbouring bars differ clearly
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        return [cmap(order[i]) for i in range(n)]
+    cmap = colormaps["turbo"]
+    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
