@@ -92,3 +92,13 @@ def test_pip_install_beside_other_versions_embeds_as_this_environment_does(tmp_p
     assert theirs.keys() == ours.keys()
     for key in ours:
         np.testing.assert_allclose(theirs[key], ours[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    # the published HEAR 2021 results ship inside the package (package data), not only in the source tree
+    shipped = subprocess.run(
+        [str(venv / "bin" / "hearfuse"), "reference", "--model", "crepe", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    assert json.loads(shipped.stdout)["model"]["submission"] == "HEAR torchcrepe"

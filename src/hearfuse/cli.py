@@ -575,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="re-render report.md and report.png from a results directory",
         description="Render the markdown table (rows = models, columns = tasks, best in bold, second underlined) "
-        "and the bar chart from RESULTS/<model>/<task>.json files.",
+        "and the bar chart from RESULTS/<model>/<task>.json files; runs on HEAR 2021 tasks also beside the published "
+        "results (report-published.png).",
         epilog="example:\n  hearfuse report results/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -174,7 +174,8 @@ def aggregate(values: Sequence[float | None]) -> dict:
     NaN skipped, ``std`` with ddof=1. One split gives no std (the kit aggregates only k > 1 folds)."""
     finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     mean = float(finite.mean()) if len(finite) else None
-    std = float(finite.std(ddof=1)) if len(values) > 1 and len(finite) > 1 else None
+    with np.errstate(invalid="ignore"):  # inf scores (a d_prime of perfect separation): std NaN, as pandas says
+        std = float(finite.std(ddof=1)) if len(values) > 1 and len(finite) > 1 else None
     return {"mean": mean, "std": std, "folds": [None if v is None or math.isnan(v) else float(v) for v in values]}
 
 

@@ -28,6 +28,8 @@ Formatting rules (shared by the table, the secondary-metric table and the chart)
 * A run whose recorded downstream ``protocol`` (grid points, epoch cap, seed, batch shuffling) differs from
   the most common one among the runs is marked ``†`` in the main table and listed under it:
   its score was not reached the same way as its neighbours'.
+* Runs on HEAR 2021 tasks get a section and a chart of their own beside the published results
+  (:mod:`hearfuse.evaluation.published`); the tables above hold only the folder's own scores.
 """
 
 from __future__ import annotations
