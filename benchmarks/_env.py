@@ -23,7 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from hearfuse.dtypes import DTYPE_NAMES, torch_dtype
 from hearfuse.upstream.base import Upstream
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where results are written; the CPU rehearsal of benchmarks/gpu.sh points it elsewhere (HEARFUSE_BENCH_RESULTS)
+#: so that it never overwrites measured figures.
+RESULTS = Path(os.environ.get("HEARFUSE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 _RESULT_PREFIX = "@@RESULT@@ "
 
 

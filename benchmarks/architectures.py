@@ -16,6 +16,7 @@ Everything here is labelled RANDOM WEIGHTS in the benchmark outputs (:func:`weig
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -32,7 +33,8 @@ _CREPE = get_family("crepe")
 def weights_label(crepe_capacity: str = "full") -> str:
     """What the benchmark's weights are, shown in every table and JSON file."""
     crepe = "real published weights" if _CREPE.is_available(crepe_capacity) else "RANDOM weights (not installed)"
-    return f"RANDOM weights (full-size architectures, seeded); CREPE: {crepe}"
+    size = "TINY architectures (rehearsal: the figures mean nothing)" if TINY else "full-size architectures"
+    return f"RANDOM weights ({size}, seeded); CREPE: {crepe}"
 
 
 # The convolutional front end shared by all three checkpoints ("large, stable layer norm" recipe).
@@ -48,25 +50,39 @@ _FRONT_END = dict(
 )
 
 
+#: ``HEARFUSE_BENCH_TINY=1`` (the CPU rehearsal of ``benchmarks/gpu.sh``): every architecture shrunk to
+#: a few thousand parameters, so each benchmark runs its own code paths in seconds; its figures mean nothing.
+TINY = os.environ.get("HEARFUSE_BENCH_TINY") == "1"
+_TINY_SIZES = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
+
+
+def _sized(config_class: type[PretrainedConfig], **sizes) -> PretrainedConfig:
+    return config_class(**{**_FRONT_END, **sizes, **(_TINY_SIZES if TINY else {})})
+
+
 def wav2vec2_large_config() -> Wav2Vec2Config:
     """Architecture of ``facebook/wav2vec2-large-960h-lv60-self`` (the paper's wav2vec 2.0)."""
-    return Wav2Vec2Config(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **_FRONT_END
+    return _sized(
+        Wav2Vec2Config, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
     )
 
 
 def hubert_xlarge_config() -> HubertConfig:
     """Architecture of ``facebook/hubert-xlarge-ll60k`` (the paper's HuBERT)."""
-    return HubertConfig(
-        hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120, **_FRONT_END
-    )
+    return _sized(HubertConfig, hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120)
 
 
 def hubert_large_config() -> HubertConfig:
     """Architecture of ``facebook/hubert-large-ll60k`` (used by the avg_xw / cat_xw ablations)."""
-    return HubertConfig(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, **_FRONT_END
-    )
+    return _sized(HubertConfig, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 
 
 def _random_upstream(model_class: type[PreTrainedModel], config: PretrainedConfig, seed: int) -> TransformerUpstream:
@@ -130,3 +146,43 @@ def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **pr
         else:
             upstreams[member.name] = random_upstream(member.checkpoint)
     return FusionModel(config, upstreams, dtype=dtype)
+
+
+def random_feature_encoders() -> dict[str, Callable[[], Upstream]]:
+    """Whisper's encoder (base, large-v3), w2v-BERT 2.0 and AST at their published sizes, RANDOM weights,
+    each behind its checkpoint's feature extractor (built from the published front-end settings)."""
+    import transformers
+
+    from hearfuse.upstream.feature_encoders import AstUpstream, Wav2Vec2BertUpstream, WhisperEncoderUpstream
+
+    tiny = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64) if TINY else {}
+
+    def whisper(d_model, layers, heads, mels):
+        torch.manual_seed(10)
+        sizes = {**dict(d_model=d_model, encoder_layers=layers, encoder_attention_heads=heads), **tiny}
+        sizes.setdefault("encoder_ffn_dim", 4 * sizes["d_model"])
+        decoder = dict(decoder_layers=1, decoder_attention_heads=sizes["encoder_attention_heads"], decoder_ffn_dim=64)
+        config = transformers.WhisperConfig(num_mel_bins=mels, **decoder, **sizes)
+        model = transformers.WhisperModel(config).eval()
+        return WhisperEncoderUpstream(model, transformers.WhisperFeatureExtractor(feature_size=mels))
+
+    def w2v_bert():
+        torch.manual_seed(11)
+        small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if TINY else {}
+        config = transformers.Wav2Vec2BertConfig(add_adapter=False, **small)  # the defaults are w2v-bert-2.0's
+        return Wav2Vec2BertUpstream(
+            transformers.Wav2Vec2BertModel(config).eval(), transformers.SeamlessM4TFeatureExtractor()
+        )
+
+    def ast():
+        torch.manual_seed(12)
+        small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if TINY else {}
+        config = transformers.ASTConfig(**small)  # the defaults are the AudioSet checkpoint's: 128 bins, 1024 frames
+        return AstUpstream(transformers.ASTModel(config).eval(), transformers.ASTFeatureExtractor())
+
+    return {
+        "openai/whisper-base": lambda: whisper(512, 6, 8, 80),
+        "openai/whisper-large-v3": lambda: whisper(1280, 32, 20, 128),
+        "facebook/w2v-bert-2.0": w2v_bert,
+        "MIT/ast-finetuned-audioset-10-10-0.4593": ast,
+    }

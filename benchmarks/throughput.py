@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -123,8 +124,10 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     embeddings = torch.cat(outputs)[: args.compare_clips].cpu()
     torch.save(embeddings, Path(args.scratch) / f"{side}.pt")
     if side == "ours" and args.dtype != "float32":
-        # The same members in float32 (no second copy of the weights): the precision check.
-        reference = type(model)(model.config, {n: m.upstream for n, m in model.members.items()}).to(device)
+        # The same members in float32, the precision check: the model's own weights were cast to its
+        # dtype once at load, so the reference takes float32 copies of them.
+        upstreams = {n: copy.deepcopy(m.upstream).float() for n, m in model.members.items()}
+        reference = type(model)(model.config, upstreams).to(device)
         with strict_float32():
             exact = reference.timestamp_embeddings(audio[: args.compare_clips])[0].cpu()
         result["cosine_to_float32_min"], result["cosine_to_float32_mean"] = frame_cosine(embeddings, exact)

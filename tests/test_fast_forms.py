@@ -139,3 +139,24 @@ def test_weights_cast_once_give_bit_identical_embeddings_to_autocast(tiny_fusion
     mine, reference = cast.embed(audio), autocast_only.embed(audio)
     assert torch.equal(mine.timestamp_embeddings, reference.timestamp_embeddings)
     assert torch.equal(mine.scene_embeddings, reference.scene_embeddings)
+
+
+def test_auto_takes_the_products_under_reduced_precision_on_a_cpu():
+    """oneDNN's bfloat16 convolutions lose CREPE full's later blocks on a CPU (per-frame cosine to float32
+    falling to ~0.01 at pool-5 on these clips); "auto" computes them as matrix products there."""
+    from hearfuse.upstream import get_family
+    from hearfuse.upstream.conv_matmul import uses_matmul
+
+    x = torch.zeros(2, 3)
+    assert not uses_matmul("auto", x) and uses_matmul("auto", x.bfloat16()) and uses_matmul("matmul", x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert uses_matmul("auto", x) and not uses_matmul("conv", x)
+    crepe = get_family("crepe").build("full", hop_ms=50.0)
+    audio = torch.sin(torch.arange(16000) / 16000 * 2 * torch.pi * torch.tensor([[220.0], [330.0]]))
+    with torch.inference_mode():
+        exact = crepe.hidden_states(audio)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = crepe.hidden_states(audio)
+    for state, (a, b) in enumerate(zip(exact, reduced)):
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(0, 1), b.float().flatten(0, 1), dim=-1)
+        assert float(cosine.min()) > 0.999, state

@@ -17,7 +17,14 @@ from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
 from .fusion.pooling import pool, pooling_weights
-from .fusion.windowing import Windowing, window_plan, window_samples, windowed_aggregate, windowed_pieces
+from .fusion.windowing import (
+    Windowing,
+    effective_windowing,
+    window_plan,
+    window_samples,
+    windowed_aggregate,
+    windowed_pieces,
+)
 from .upstream import get_family
 from .upstream.base import Upstream, module_device
 
@@ -82,11 +89,11 @@ class Member(nn.Module):
         self.upstream = upstream
         self.aggregation: LayerAggregation = config.aggregation
         self.aggregation.state_weights(upstream.num_states)  # fail at load time on bad layer indices
-        self.windowing = windowing
-        if windowing is not None:  # fail at load time, not on every long file, when a window is too short
+        self.windowing = effective_windowing(upstream, windowing)
+        if self.windowing is not None:  # fail at load time, not on every long file, when a window is too short
             for scene in (False, True):
                 try:
-                    window_plan(upstream, windowing, scene=scene)
+                    window_plan(upstream, self.windowing, scene=scene)
                 except ValueError as error:
                     raise ConfigError(f"member {config.name!r}: {error}") from None
         self.normalize = {

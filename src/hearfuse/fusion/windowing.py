@@ -33,10 +33,31 @@ class Windowing:
             )
 
 
+#: Share of a window its context may take on each side when the model caps the window (AST's
+#: 10.24 s): a 5 s context would leave it almost no core.
+CAPPED_CONTEXT_SHARE = 0.25
+
+
+def effective_windowing(upstream: Upstream, windowing: Windowing | None) -> Windowing | None:
+    """The windowing a member runs with: the config's, shortened to what the model takes in one call
+    (its context then at most a quarter of the window); a model with such a limit is always windowed."""
+    limit = upstream.max_input_samples
+    if limit is None:
+        return windowing
+    seconds = limit / upstream.sample_rate
+    if windowing is None or windowing.window_seconds > seconds:
+        context = windowing.context_seconds if windowing else seconds
+        return Windowing(seconds, min(context, CAPPED_CONTEXT_SHARE * seconds))
+    return windowing
+
+
 def window_samples(upstream: Upstream, windowing: Windowing, *, scene: bool = False) -> int:
     """Samples in one window: the longest clip that is run in one piece."""
     hop = upstream.frame_hop_samples(scene=scene)
-    return round(windowing.window_seconds * upstream.sample_rate) // hop * hop
+    window = round(windowing.window_seconds * upstream.sample_rate)
+    if upstream.max_input_samples is not None:
+        window = min(window, upstream.max_input_samples)
+    return window // hop * hop
 
 
 def window_plan(upstream: Upstream, windowing: Windowing, *, scene: bool = False) -> tuple[int, int]:
@@ -84,10 +105,13 @@ def windowed_pieces(
         raise ValueError("clips of different lengths share a batch only when each fits one window")
     context, core_frames = window_plan(upstream, windowing, scene=scene)
     total = len(upstream.frame_centers_ms(num_samples, scene=scene))
+    limit = upstream.max_input_samples
     for first in range(0, total, core_frames):
         last = min(first + core_frames, total)
         start = max(0, min(first - context, (num_samples - window) // hop)) * hop
         end = num_samples if last == total else min(num_samples, start + window)
+        if limit is not None and end - start > limit:  # the clip's partial last hop: start one hop later
+            start = -(-(end - limit) // hop) * hop
         offset = start // hop
         each = aggregate_each(upstream, audio[:, start:end], aggregations, scene=scene)
         yield [features[:, first - offset : last - offset] for features in each]

@@ -135,7 +135,8 @@ def describe(config: FusionConfig) -> dict:
         info = family.checkpoints.get(member.checkpoint)
         native[member.name] = info.feature_dim if info else None
     reference = config.reference_member
-    hop_ms = reference.options.get("hop_ms", 50.0) if reference.family == "crepe" else 20.0
+    known = get_family(reference.family).checkpoints.get(reference.checkpoint)
+    hop_ms = reference.options.get("hop_ms", 50.0) if reference.family == "crepe" else known.hop_ms if known else 20.0
     sizes = config.embedding_sizes(native) if None not in native.values() else (None, None)
     return {
         "name": config.name,

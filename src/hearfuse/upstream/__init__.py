@@ -1,7 +1,7 @@
 """Upstream models: one module per family, all behind :class:`~hearfuse.upstream.base.Upstream`.
 
 Importing this package registers the built-in families (wav2vec2, hubert, wavlm,
-data2vec_audio, crepe) without importing torch or transformers: the registry entries are
+data2vec_audio, crepe; whisper, wav2vec2_bert, ast) without importing torch or transformers: the registry entries are
 plain data, and a family's network is imported when one of its checkpoints is built. A new
 family registers itself with :func:`register_family` (or :func:`transformer_family` for a
 `transformers` SSL model) and is then usable by name in any fusion config.
@@ -9,9 +9,27 @@ family registers itself with :func:`register_family` (or :func:`transformer_fami
 
 from importlib import import_module
 
-from . import crepe, data2vec_audio, hubert, wav2vec2, wavlm  # noqa: F401  (registration)
-from .registry import CheckpointInfo, Family, Option, families, get_family, register_family, transformer_family
-from .weights import WeightsNotFoundError, download, is_cached, is_offline, load_pretrained
+from . import (  # noqa: F401  (registration)
+    crepe,
+    data2vec_audio,
+    hubert,
+    spectrogram_transformer,
+    wav2vec2,
+    wav2vec2_bert,
+    wavlm,
+    whisper,
+)
+from .registry import (
+    CheckpointInfo,
+    Family,
+    Option,
+    families,
+    feature_encoder_family,
+    get_family,
+    register_family,
+    transformer_family,
+)
+from .weights import WeightsNotFoundError, download, is_cached, is_offline, load_feature_extractor, load_pretrained
 
 #: Names that need torch, imported on first use.
 _RUNTIME = {"StateVisitor": "base", "Upstream": "base", "TransformerUpstream": "transformer"}
@@ -33,9 +51,11 @@ __all__ = [
     "WeightsNotFoundError",
     "download",
     "families",
+    "feature_encoder_family",
     "get_family",
     "is_cached",
     "is_offline",
+    "load_feature_extractor",
     "load_pretrained",
     "register_family",
     "transformer_family",

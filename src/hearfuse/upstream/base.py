@@ -38,6 +38,9 @@ class Upstream(nn.Module, ABC):
     hop_samples: int
     #: Samples that one frame sees; inputs shorter than this still produce one frame.
     receptive_field: int
+    #: The longest input the model takes in one call (Whisper's 30 s, AST's ``max_length`` fbank
+    #: frames), or None: longer clips are windowed (:mod:`hearfuse.fusion.windowing`) at most this long.
+    max_input_samples: int | None = None
     #: Whether the checkpoint was trained on zero-mean, unit-variance waveforms.
     expects_normalized_waveform: bool = False
     #: Whether clips of different lengths may share a batch: :meth:`visit_states` then takes

@@ -14,27 +14,31 @@ transposes. Two formulations, whichever holds less memory:
   never copies the input ``k`` times, which is what a 64- or 128-tap kernel on a wide input needs.
 
 Every replacement is selected per call by its module's ``conv_form`` ("auto": matrix products on
-CUDA, the reference elsewhere; on CPUs oneDNN's convolutions are faster) and is tested equal to the
-reference on CPU in float32.
+CUDA and under reduced precision on a CPU, the reference in float32 on a CPU, where oneDNN's
+convolutions are faster) and is tested equal to the reference on CPU in float32.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import CONV_FORMS
-
-
-def check_conv_form(form: str) -> str:
-    if form not in CONV_FORMS:
-        raise ValueError(f"conv_form must be one of {', '.join(CONV_FORMS)}, got {form!r}")
-    return form
+#: Reduced precisions under which "auto" takes the matrix products on a CPU too: oneDNN's bfloat16
+#: convolutions lose CREPE full's later blocks (64-tap kernels over 256-1024 channels; per-frame cosine
+#: to float32 0.88 at pool-2 falling to 0.58 at pool-5, 2026-12-02), where the products keep 1.0000.
+_REDUCED = (torch.bfloat16, torch.float16)
 
 
 def uses_matmul(form: str, x: Tensor) -> bool:
-    """Whether ``form`` means matrix products for an input on ``x``'s device."""
-    return form == "matmul" or (form == "auto" and x.is_cuda)
+    """Whether ``form`` means matrix products for an input on ``x``'s device: "auto" takes them on CUDA,
+    and on a CPU when the convolution would run in reduced precision (autocast or reduced weights)."""
+    if form != "auto":
+        return form == "matmul"
+    if x.is_cuda:
+        return True
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in _REDUCED
+    return autocast or x.dtype in _REDUCED
 
 
 def conv1d_matmul(
@@ -80,7 +84,7 @@ def conv1d_matmul(
     else:
         raise ValueError(f"method must be 'windows' or 'taps', got {method!r}")
     y = y.permute(1, 2, 0, 3).reshape(batch, steps, out_channels)
-    return y if bias is None else y + bias
+    return y if bias is None else y + bias.to(y.dtype)  # as F.conv1d adds it, also under autocast
 
 
 class _MatmulForm(nn.Module):

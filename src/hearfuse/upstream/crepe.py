@@ -16,21 +16,10 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from .registry import CONV_FORMS, CheckpointInfo, Family, Option, register_family
+from .conv_forms import CONV_FORMS
+from .crepe_spec import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
+from .registry import CheckpointInfo, Family, Option, register_family
 from .weights import WeightsNotFoundError
-
-#: Filter-count multiplier of each published capacity (filters = multiplier x [32, 4, 4, 4, 8, 16]).
-CAPACITIES = {"tiny": 4, "small": 8, "medium": 16, "large": 24, "full": 32}
-BASE_FILTERS = (32, 4, 4, 4, 8, 16)
-#: Hidden states: the outputs of the first five blocks (conv, ReLU, batch norm, max-pool); the
-#: last is the pool-5 embedding, so aggregation "last" is CREPE's published embedding. The sixth
-#: block feeds only the pitch classifier and is not a state.
-NUM_STATES = 5
-
-
-def embedding_dim(capacity: str) -> int:
-    """Size of the pool-5 embedding: channels of conv5 x 8 remaining time steps."""
-    return CAPACITIES[capacity] * BASE_FILTERS[4] * 8
 
 
 def packaged_weights(capacity: str) -> Path:

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import StateVisitor, Upstream, centered_frame_count
-from .conv_matmul import check_conv_form, conv1d_matmul, uses_matmul
-from .crepe import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
+from .conv_forms import check_conv_form
+from .conv_matmul import conv1d_matmul, uses_matmul
+from .crepe_spec import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
 
 FRAME_SAMPLES = 1024
 SAMPLE_RATE = 16000

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from .base import Upstream
 
 
-#: How an upstream's convolutions may be computed (:mod:`hearfuse.upstream.conv_matmul`).
-CONV_FORMS = ("auto", "conv", "matmul")
-
-
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What is known about a published checkpoint without loading it."""
@@ -139,4 +135,31 @@ def transformer_family(
 
     return register_family(
         Family(name=name, build=build, is_available=is_cached, checkpoints=dict(checkpoints), description=description)
+    )
+
+
+def feature_encoder_family(
+    name: str,
+    checkpoints: Mapping[str, CheckpointInfo],
+    description: str,
+) -> Family:
+    """Register one of the spectrogram-fed encoders of :mod:`hearfuse.upstream.feature_encoders`
+    (``name`` selects which); a checkpoint needs its model and its feature extractor."""
+
+    def build(checkpoint: str, **options: Any) -> Upstream:
+        if options:
+            raise ValueError(f"family {name!r} takes no options, got {sorted(options)}")
+        from .feature_encoders import build as build_encoder
+
+        return build_encoder(name, checkpoint)
+
+    from .weights import is_cached
+
+    def is_available(checkpoint: str) -> bool:
+        return is_cached(checkpoint) and is_cached(checkpoint, "preprocessor_config.json")
+
+    return register_family(
+        Family(
+            name=name, build=build, is_available=is_available, checkpoints=dict(checkpoints), description=description
+        )
     )

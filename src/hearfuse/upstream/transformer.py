@@ -22,7 +22,8 @@ from torch.nn.utils import parametrize
 from transformers import PreTrainedModel
 
 from .base import StateVisitor, Upstream
-from .conv_matmul import MatmulFeatureEncoder, MatmulPositionalConv, check_conv_form
+from .conv_forms import check_conv_form
+from .conv_matmul import MatmulFeatureEncoder, MatmulPositionalConv
 from .weights import load_pretrained
 
 

@@ -73,36 +73,45 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def is_cached(ref: str) -> bool:
-    """Whether ``ref`` (a directory or a hub id) can be loaded without the network."""
+def is_cached(ref: str, file: str = "config.json") -> bool:
+    """Whether ``ref``'s ``file`` (a directory or a hub id) can be read without the network."""
     if Path(ref).expanduser().is_dir():
-        return (Path(ref).expanduser() / "config.json").is_file()
+        return (Path(ref).expanduser() / file).is_file()
     if looks_like_path(ref):
         return False
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(ref, "config.json")
+    found = try_to_load_from_cache(ref, file)
     return isinstance(found, str)
 
 
 def load_pretrained(model_class: type[ModelT], ref: str) -> ModelT:
     """Load ``model_class`` weights from a directory, the local cache or the hub (see module doc)."""
+    return _from_pretrained(model_class, ref, "config.json", "weights saved with save_pretrained")
+
+
+def load_feature_extractor(ref: str):
+    """The checkpoint's own feature extractor (``preprocessor_config.json``), found as its weights are."""
+    from transformers import AutoFeatureExtractor
+
+    return _from_pretrained(AutoFeatureExtractor, ref, "preprocessor_config.json", "its feature extractor's config")
+
+
+def _from_pretrained(loader, ref: str, required: str, what: str):
     path = Path(ref).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise WeightsNotFoundError(
-                f"{ref!r} is not a checkpoint directory (expected config.json and weights saved with save_pretrained)"
-            )
-        return model_class.from_pretrained(path)
+        if not path.is_dir() or not (path / required).is_file():
+            raise WeightsNotFoundError(f"{ref!r} is not a checkpoint directory (expected {required} and {what})")
+        return loader.from_pretrained(path)
     if looks_like_path(ref):
         raise WeightsNotFoundError(f"checkpoint directory {ref!r} does not exist; {_how_to_provide(ref)}")
     try:
-        return model_class.from_pretrained(ref, local_files_only=True)
+        return loader.from_pretrained(ref, local_files_only=True)
     except OSError:
         pass
     _require_hub(ref)
     try:
-        return model_class.from_pretrained(ref)
+        return loader.from_pretrained(ref)
     except Exception as error:  # the hub client raises many kinds of network errors
         raise _download_failed(ref, error) from error
 

@@ -1,0 +1,246 @@
+"""Encoders fed by spectrogram features: Whisper's encoder, w2v-BERT 2.0 and the Audio Spectrogram Transformer.
+
+Each is a `transformers` model behind a torch front end (:mod:`hearfuse.upstream.frontends`) that is
+equal to its checkpoint's own feature extractor. The hidden states are those of ``hidden_states``
+(the embedding output, then every block's), streamed through forward hooks as in
+:mod:`hearfuse.upstream.transformer` so that averaging all of them costs one state of memory:
+
+- Whisper: the input of every block, and the last one after the encoder's final layer norm, as
+  `transformers` returns it. The encoder takes exactly 30 s with no mask: every input is padded to
+  30 s, as Whisper was trained, and the frames past the clip's end are dropped (``ceil(n / 320)``
+  of the 1,500 20 ms frames). Each row is padded on its own, so clips of any lengths share a batch.
+- w2v-BERT 2.0: the input of every conformer block, and the encoder's output, with the attention
+  mask of the stacked fbank; padding sits after a clip, where neither the mask nor the causal
+  depthwise convolutions let it reach real frames (tested), so clips of any lengths share a batch.
+- AST: the embedding output and every block's output before the final layer norm (as
+  ``hidden_states``; ``last_hidden_state`` is normed). A frame is one time column of the patch grid,
+  the mean of that column's frequency patches; the CLS and distillation tokens are not frames. Every
+  input is padded to the checkpoint's ``max_length`` fbank frames, so clips share a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Collection
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import StateVisitor, Upstream
+from .frontends import KALDI_FRAME, KALDI_HOP, AstFbank, SeamlessFbank, WhisperLogMel, kaldi_frame_count
+from .weights import load_feature_extractor, load_pretrained
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the visitor needs no more states."""
+
+
+def stream_states(
+    blocks: nn.ModuleList,
+    run: Callable[[], Tensor | None],
+    visit: StateVisitor,
+    shape: Callable[[Tensor], Tensor],
+    *,
+    last_from_block: bool,
+) -> None:
+    """Hand ``visit`` the input of every block, then the last state: the last block's own output when
+    ``last_from_block``, else what ``run`` returns (the encoder's normed output). ``shape`` turns a
+    block's tensor into the state's ``(n, frames, features)``."""
+    count = len(blocks)
+
+    def before(index: int, args, kwargs) -> None:
+        if visit(index, shape(args[0] if args else kwargs["hidden_states"])):
+            raise _StopForward
+
+    def after(_module, _args, output) -> None:
+        if visit(count, shape(output if torch.is_tensor(output) else output[0])):
+            raise _StopForward
+
+    hooks = [
+        block.register_forward_pre_hook(lambda m, args, kwargs, i=i: before(i, args, kwargs), with_kwargs=True)
+        for i, block in enumerate(blocks)
+    ]
+    if last_from_block:
+        hooks.append(blocks[-1].register_forward_hook(after))
+    try:
+        output = run()
+        if not last_from_block:
+            visit(count, shape(output))
+    except _StopForward:
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def blocks_of(model: nn.Module) -> nn.ModuleList:
+    """A model's stack of blocks, wherever its `transformers` version keeps it."""
+    for path in ("layers", "encoder.layers", "encoder.layer"):
+        module = model
+        for name in path.split("."):
+            module = getattr(module, name, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"{type(model).__name__}: no stack of blocks found")
+
+
+def _centre_short(audio: Tensor, lengths: Tensor | None, minimum: int) -> tuple[Tensor, Tensor]:
+    """Rows shorter than ``minimum`` samples zero-padded on both sides to it (as a short clip alone is)."""
+    lengths = torch.full((audio.shape[0],), audio.shape[-1]) if lengths is None else lengths.cpu()
+    short = (lengths < minimum).nonzero().flatten().tolist()
+    if not short:
+        return audio, lengths
+    audio = F.pad(audio, (0, max(0, minimum - audio.shape[-1])))
+    lengths = lengths.clone()
+    for row in short:
+        length = int(lengths[row])
+        clip = audio[row, :length].clone()
+        audio[row] = 0
+        start = (minimum - length) // 2
+        audio[row, start : start + length] = clip
+        lengths[row] = minimum
+    return audio, lengths
+
+
+class FeatureEncoderUpstream(Upstream):
+    """Common ground of the three: frozen, context-dependent, features computed on the model's device."""
+
+    context_dependent = True
+    mixed_lengths = True
+
+    def train(self, mode: bool = True) -> FeatureEncoderUpstream:
+        return super().train(False)
+
+    def _frame_count(self, num_samples: int) -> int:
+        return len(self.frame_centers_ms(num_samples))
+
+
+class WhisperEncoderUpstream(FeatureEncoderUpstream):
+    hop_samples = 320
+    #: One frame: two mel frames either side through the two k=3 convolutions, one STFT window each.
+    receptive_field = 4 * 160 + 400
+
+    def __init__(self, model: nn.Module, extractor):
+        super().__init__()
+        self.encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+        self.encoder.eval()
+        self.frontend = WhisperLogMel(extractor)
+        self.max_input_samples = extractor.n_samples
+        self.num_states = len(blocks_of(self.encoder)) + 1
+        self.feature_dim = self.encoder.config.d_model
+        if extractor.feature_size != self.encoder.config.num_mel_bins:
+            raise ValueError(
+                f"feature extractor gives {extractor.feature_size} mel bins, the encoder takes "
+                f"{self.encoder.config.num_mel_bins}"
+            )
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        count = min(max(1, math.ceil(num_samples / self.hop_samples)), self.max_input_samples // self.hop_samples)
+        return torch.arange(count, dtype=torch.float64) * (1000 * self.hop_samples / self.sample_rate)
+
+    def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
+        if audio.shape[-1] > self.max_input_samples:
+            raise ValueError(f"Whisper's encoder takes at most {self.max_input_samples} samples (30 s) at a time")
+        frames = self._frame_count(audio.shape[-1])
+        features = self.frontend(audio).to(self.encoder.conv1.weight.dtype)
+        stream_states(
+            blocks_of(self.encoder),
+            lambda: self.encoder(features).last_hidden_state,
+            visit,
+            lambda hidden: hidden[:, :frames],
+            last_from_block=False,
+        )
+
+
+class Wav2Vec2BertUpstream(FeatureEncoderUpstream):
+    hop_samples = 2 * KALDI_HOP
+    #: Two stacked fbank frames; a shorter clip is zero-padded to it, centred.
+    receptive_field = KALDI_FRAME + KALDI_HOP
+
+    def __init__(self, model: nn.Module, extractor):
+        super().__init__()
+        if getattr(model.config, "add_adapter", False):
+            raise ValueError("w2v-BERT checkpoints with an adapter (which changes the frame rate) are not supported")
+        self.model = model.eval()
+        self.frontend = SeamlessFbank(extractor)
+        self.num_states = model.config.num_hidden_layers + 1
+        self.feature_dim = model.config.hidden_size
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        count = max(1, kaldi_frame_count(max(num_samples, self.receptive_field)) // 2)
+        centre = (KALDI_HOP + KALDI_FRAME) / 2  # of a pair of 25 ms frames 10 ms apart
+        return (torch.arange(count, dtype=torch.float64) * self.hop_samples + centre) * 1000 / self.sample_rate
+
+    def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
+        audio, lengths = _centre_short(audio, lengths, self.receptive_field)
+        features, mask = self.frontend(audio, lengths)
+        features = features.to(next(self.model.parameters()).dtype)
+        frames = self._frame_count(int(lengths.max()))
+        stream_states(
+            blocks_of(self.model),
+            lambda: self.model(features, attention_mask=mask.long()).last_hidden_state,
+            visit,
+            lambda hidden: hidden[:, :frames],
+            last_from_block=False,
+        )
+
+
+class AstUpstream(FeatureEncoderUpstream):
+    def __init__(self, model: nn.Module, extractor):
+        super().__init__()
+        self.model = model.eval()
+        config = model.config
+        self.frontend = AstFbank(extractor)
+        if extractor.max_length != config.max_length or extractor.num_mel_bins != config.num_mel_bins:
+            raise ValueError("the feature extractor's max_length / num_mel_bins differ from the model's")
+        self.patch, self.time_stride = config.patch_size, config.time_stride
+        self.frequency_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+        self.time_patches = (config.max_length - config.patch_size) // config.time_stride + 1
+        self.hop_samples = config.time_stride * KALDI_HOP
+        self.receptive_field = (config.patch_size - 1) * KALDI_HOP + KALDI_FRAME
+        self.max_input_samples = (config.max_length - 1) * KALDI_HOP + KALDI_FRAME
+        self.num_states = config.num_hidden_layers + 1
+        self.feature_dim = config.hidden_size
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        centre = self.receptive_field / 2
+        count = (
+            1
+            if num_samples <= centre
+            else min(int((num_samples - centre - 1) // self.hop_samples) + 1, self.time_patches)
+        )
+        return (torch.arange(count, dtype=torch.float64) * self.hop_samples + centre) * 1000 / self.sample_rate
+
+    def _columns(self, hidden: Tensor, frames: int) -> Tensor:
+        """Patch tokens ``(n, 2 + F * T, D)`` (frequency-major, as the patch embedding flattens them)
+        -> the mean of each time column ``(n, frames, D)``."""
+        patches = hidden[:, -self.frequency_patches * self.time_patches :]
+        grid = patches.reshape(hidden.shape[0], self.frequency_patches, self.time_patches, hidden.shape[-1])
+        return grid[:, :, :frames].mean(dim=1)
+
+    def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
+        if audio.shape[-1] > self.max_input_samples:
+            raise ValueError(f"AST takes at most {self.max_input_samples} samples (its max_length) at a time")
+        audio, lengths = _centre_short(audio, lengths, KALDI_FRAME)
+        frames = self._frame_count(int(lengths.max()))
+        features = self.frontend(audio, lengths).to(next(self.model.parameters()).dtype)
+        stream_states(
+            blocks_of(self.model),
+            lambda: self.model(features),
+            visit,
+            lambda hidden: self._columns(hidden, frames),
+            last_from_block=True,
+        )
+
+
+def build(kind: str, checkpoint: str) -> FeatureEncoderUpstream:
+    """Load ``checkpoint`` and its feature extractor (see :mod:`hearfuse.upstream.weights`) as ``kind``."""
+    import transformers
+
+    model_class, wrapper = {
+        "whisper": (transformers.WhisperModel, WhisperEncoderUpstream),
+        "wav2vec2_bert": (transformers.Wav2Vec2BertModel, Wav2Vec2BertUpstream),
+        "ast": (transformers.ASTModel, AstUpstream),
+    }[kind]
+    return wrapper(load_pretrained(model_class, checkpoint), load_feature_extractor(checkpoint))

@@ -1,0 +1,117 @@
+"""Imports run one way: no cycles between hearfuse's modules (lazy imports inside functions included),
+and no module imports a layer above its own (upstream -> fusion -> config/model -> presets/hear ->
+corpus/evaluation -> cli)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import hearfuse
+
+PACKAGE = Path(hearfuse.__file__).parent
+
+#: Each top-level module or subpackage of hearfuse and its layer; a module may import only its own
+#: layer and those below.
+LAYERS = {
+    "errors": 0,
+    "dtypes": 0,
+    "files": 0,
+    "hear2021": 0,
+    "audio": 1,
+    "upstream": 1,
+    "batching": 2,
+    "fusion": 2,
+    "config": 3,
+    "model": 3,
+    "presets": 4,
+    "hear": 4,
+    "": 4,  # the package itself: the HEAR API re-exported
+    "corpus": 5,
+    "evaluation": 5,
+    "cluster": 5,
+    "suite": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("hearfuse", *path.relative_to(PACKAGE).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rsplit(".", 1)[0]
+            target = (base + (f".{node.module}" if node.module else "")) if node.level else (node.module or "")
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if candidate in modules else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {target for target in found if target in modules and target != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return components
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    assert part in LAYERS, f"{module}: give it a layer in LAYERS"
+    return LAYERS[part]
+
+
+def test_nothing_imports_a_layer_above_its_own():
+    upward = [(m, t) for m, targets in _graph().items() for t in targets if _layer(t) > _layer(m)]
+    assert upward == []
