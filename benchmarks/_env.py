@@ -12,9 +12,12 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import transformers
@@ -68,6 +71,19 @@ def environment(threads: int, device: str = "cpu", dtype: str = "float32") -> di
 def machine(env: dict) -> str:
     """The measuring device in words, for result headers."""
     return env.get("gpu") or f"{env['cpu_model']}, {env['torch_threads']} threads"
+
+
+def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall milliseconds of ``run()`` over ``repeats`` calls, after one warm-up call."""
+    run()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def synchronize(device: torch.device) -> None:

@@ -15,8 +15,6 @@ Run: ``python -m benchmarks.feature_encoders`` (CPU, float32, 2 threads) or, on 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -24,21 +22,9 @@ from hearfuse.config import MemberConfig
 from hearfuse.fusion.aggregation import LayerAggregation
 from hearfuse.model import Member
 
-from ._env import DTYPES, environment, synchronize, write_results
+from ._env import DTYPES, environment, median_ms, write_results
 from .architectures import random_feature_encoders, weights_label
 from .signals import synthetic_clip
-
-
-def _median_ms(run, device: torch.device, repeats: int) -> float:
-    run()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def _front_end(upstream, audio: torch.Tensor):
@@ -73,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         member = Member(MemberConfig("m", "-", checkpoint, LayerAggregation("mean")), upstream, None)
         autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
         with torch.inference_mode(), autocast:
-            whole = _median_ms(lambda member=member: member(audio), device, args.repeats)
-            front = _median_ms(_front_end(upstream, audio), device, args.repeats)
+            whole = median_ms(lambda member=member: member(audio), device, args.repeats)
+            front = median_ms(_front_end(upstream, audio), device, args.repeats)
         audio_s = args.batch * args.seconds
         rows.append(
             {

@@ -22,29 +22,15 @@ or on CPU with ``--batch 1 --batches 1 --seconds 2``. Writes
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ._env import DTYPES, count_flops, environment, machine, synchronize, write_results
+from ._env import DTYPES, count_flops, environment, machine, median_ms, synchronize, write_results
 from .architectures import random_fusion_model, weights_label
 from .signals import synthetic_clip
-
-
-def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall milliseconds of ``run()`` over ``repeats`` calls, after one warm-up call."""
-    run()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def row(name: str, ms: float, flops: int | None, audio_s: float) -> dict:

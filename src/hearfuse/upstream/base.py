@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from typing import Callable, Collection
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: Called with ``(state_index, hidden_state)`` for every hidden state, in order.
@@ -104,3 +105,66 @@ def module_device(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the visitor needs no more states."""
+
+
+def stream_states(
+    blocks: nn.ModuleList,
+    run: Callable[[], Tensor],
+    visit: StateVisitor,
+    shape: Callable[[Tensor], Tensor] = lambda hidden: hidden,
+    *,
+    last_from_block: bool = False,
+) -> None:
+    """Hand ``visit`` the input of every block (forward pre-hooks, so no state is kept), then the last
+    state: the last block's own output when ``last_from_block``, else what ``run`` returns (the model's
+    final, possibly normed, output). ``shape`` turns a block's tensor into the state's
+    ``(n, frames, features)``. A visitor that returns True stops the forward pass there."""
+    count = len(blocks)
+
+    def before(index: int, args, kwargs) -> None:
+        if visit(index, shape(args[0] if args else kwargs["hidden_states"])):
+            raise _StopForward
+
+    def after(_module, _args, output) -> None:
+        if visit(count, shape(output if torch.is_tensor(output) else output[0])):
+            raise _StopForward
+
+    hooks = [
+        block.register_forward_pre_hook(lambda m, args, kwargs, i=i: before(i, args, kwargs), with_kwargs=True)
+        for i, block in enumerate(blocks)
+    ]
+    if last_from_block:
+        hooks.append(blocks[-1].register_forward_hook(after))
+    try:
+        output = run()
+        if not last_from_block:
+            visit(count, shape(output))
+    except _StopForward:
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def centre_short_rows(audio: Tensor, lengths: Tensor | None, minimum: int) -> tuple[Tensor, Tensor]:
+    """Rows shorter than ``minimum`` samples zero-padded on both sides to it, as a short clip alone is;
+    returns the audio (never the caller's tensor when changed) and every row's length, on the host."""
+    lengths = torch.full((audio.shape[0],), audio.shape[-1]) if lengths is None else lengths.cpu()
+    short = (lengths < minimum).nonzero().flatten().tolist()
+    if not short:
+        return audio, lengths
+    extra = minimum - audio.shape[-1]
+    audio = F.pad(audio, (0, extra)) if extra > 0 else audio.clone()
+    lengths = lengths.clone()
+    for row in short:
+        length = int(lengths[row])
+        clip = audio[row, :length].clone()
+        audio[row] = 0
+        start = (minimum - length) // 2
+        audio[row, start : start + length] = clip
+        lengths[row] = minimum
+    return audio, lengths

@@ -21,57 +21,14 @@ equal to its checkpoint's own feature extractor. The hidden states are those of 
 from __future__ import annotations
 
 import math
-from typing import Callable, Collection
+from typing import Collection
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import StateVisitor, Upstream
+from .base import Upstream, centre_short_rows, stream_states
 from .frontends import KALDI_FRAME, KALDI_HOP, AstFbank, SeamlessFbank, WhisperLogMel, kaldi_frame_count
 from .weights import load_feature_extractor, load_pretrained
-
-
-class _StopForward(Exception):
-    """Raised from a hook once the visitor needs no more states."""
-
-
-def stream_states(
-    blocks: nn.ModuleList,
-    run: Callable[[], Tensor | None],
-    visit: StateVisitor,
-    shape: Callable[[Tensor], Tensor],
-    *,
-    last_from_block: bool,
-) -> None:
-    """Hand ``visit`` the input of every block, then the last state: the last block's own output when
-    ``last_from_block``, else what ``run`` returns (the encoder's normed output). ``shape`` turns a
-    block's tensor into the state's ``(n, frames, features)``."""
-    count = len(blocks)
-
-    def before(index: int, args, kwargs) -> None:
-        if visit(index, shape(args[0] if args else kwargs["hidden_states"])):
-            raise _StopForward
-
-    def after(_module, _args, output) -> None:
-        if visit(count, shape(output if torch.is_tensor(output) else output[0])):
-            raise _StopForward
-
-    hooks = [
-        block.register_forward_pre_hook(lambda m, args, kwargs, i=i: before(i, args, kwargs), with_kwargs=True)
-        for i, block in enumerate(blocks)
-    ]
-    if last_from_block:
-        hooks.append(blocks[-1].register_forward_hook(after))
-    try:
-        output = run()
-        if not last_from_block:
-            visit(count, shape(output))
-    except _StopForward:
-        pass
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def blocks_of(model: nn.Module) -> nn.ModuleList:
@@ -83,24 +40,6 @@ def blocks_of(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList):
             return module
     raise ValueError(f"{type(model).__name__}: no stack of blocks found")
-
-
-def _centre_short(audio: Tensor, lengths: Tensor | None, minimum: int) -> tuple[Tensor, Tensor]:
-    """Rows shorter than ``minimum`` samples zero-padded on both sides to it (as a short clip alone is)."""
-    lengths = torch.full((audio.shape[0],), audio.shape[-1]) if lengths is None else lengths.cpu()
-    short = (lengths < minimum).nonzero().flatten().tolist()
-    if not short:
-        return audio, lengths
-    audio = F.pad(audio, (0, max(0, minimum - audio.shape[-1])))
-    lengths = lengths.clone()
-    for row in short:
-        length = int(lengths[row])
-        clip = audio[row, :length].clone()
-        audio[row] = 0
-        start = (minimum - length) // 2
-        audio[row, start : start + length] = clip
-        lengths[row] = minimum
-    return audio, lengths
 
 
 class FeatureEncoderUpstream(Upstream):
@@ -173,7 +112,7 @@ class Wav2Vec2BertUpstream(FeatureEncoderUpstream):
         return (torch.arange(count, dtype=torch.float64) * self.hop_samples + centre) * 1000 / self.sample_rate
 
     def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
-        audio, lengths = _centre_short(audio, lengths, self.receptive_field)
+        audio, lengths = centre_short_rows(audio, lengths, self.receptive_field)
         features, mask = self.frontend(audio, lengths)
         features = features.to(next(self.model.parameters()).dtype)
         frames = self._frame_count(int(lengths.max()))
@@ -222,7 +161,7 @@ class AstUpstream(FeatureEncoderUpstream):
     def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
         if audio.shape[-1] > self.max_input_samples:
             raise ValueError(f"AST takes at most {self.max_input_samples} samples (its max_length) at a time")
-        audio, lengths = _centre_short(audio, lengths, KALDI_FRAME)
+        audio, lengths = centre_short_rows(audio, lengths, KALDI_FRAME)
         frames = self._frame_count(int(lengths.max()))
         features = self.frontend(audio, lengths).to(next(self.model.parameters()).dtype)
         stream_states(

@@ -22,6 +22,12 @@ def kaldi_frame_count(num_samples: int) -> int:
     return 0 if num_samples < KALDI_FRAME else 1 + (num_samples - KALDI_FRAME) // KALDI_HOP
 
 
+def real_frames(features: Tensor, lengths: Tensor) -> Tensor:
+    """``(n, frames)`` True where a frame lies wholly inside its row's clip of ``lengths`` samples."""
+    counts = torch.tensor([kaldi_frame_count(int(n)) for n in lengths.tolist()], device=features.device)
+    return torch.arange(features.shape[1], device=features.device)[None, :] < counts[:, None]
+
+
 class KaldiFbank(nn.Module):
     """Kaldi's log mel filter bank as `transformers.audio_utils.spectrogram` computes it for these
     extractors: frames of 400 samples every 160 without padding, DC offset removed, pre-emphasis 0.97,
@@ -85,11 +91,11 @@ class SeamlessFbank(nn.Module):
     def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``(n, samples)`` and each row's real samples -> features ``(n, T, stride x bins)``, mask ``(n, T)``."""
         features = self.fbank(audio)
-        counts = torch.tensor([kaldi_frame_count(int(n)) for n in lengths.tolist()], device=features.device)
-        real = torch.arange(features.shape[1], device=features.device)[None, :] < counts[:, None]
+        real = real_frames(features, lengths)
+        counts = real.sum(1, keepdim=True)[..., None]
         mask = real[..., None].to(features.dtype)
-        mean = (features * mask).sum(1, keepdim=True) / counts[:, None, None]
-        variance = ((features - mean).square() * mask).sum(1, keepdim=True) / (counts[:, None, None] - 1)
+        mean = (features * mask).sum(1, keepdim=True) / counts
+        variance = ((features - mean).square() * mask).sum(1, keepdim=True) / (counts - 1)
         features = (features - mean) / torch.sqrt(variance + 1e-7) * mask
         total = features.shape[1] + features.shape[1] % self.stride  # padded to a multiple of the stride
         features = F.pad(features, (0, 0, 0, total - features.shape[1]))
@@ -112,8 +118,6 @@ class AstFbank(nn.Module):
         """``(n, samples)`` (each row's real samples in ``lengths``) -> ``(n, max_length, mel bins)``."""
         features = self.fbank(audio)[:, : self.max_length]
         if lengths is not None:  # frames past a row's own clip are the extractor's zero padding, not fbank of zeros
-            counts = torch.tensor([kaldi_frame_count(int(n)) for n in lengths.tolist()], device=features.device)
-            real = torch.arange(features.shape[1], device=features.device)[None, :] < counts[:, None]
-            features = features * real[..., None]
+            features = features * real_frames(features, lengths)[..., None]
         features = F.pad(features, (0, 0, 0, self.max_length - features.shape[1]))
         return (features - self.mean) / (self.std * 2)

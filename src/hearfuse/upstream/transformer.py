@@ -21,14 +21,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from transformers import PreTrainedModel
 
-from .base import StateVisitor, Upstream
+from .base import StateVisitor, Upstream, centre_short_rows, stream_states
 from .conv_forms import check_conv_form
 from .conv_matmul import MatmulFeatureEncoder, MatmulPositionalConv
 from .weights import load_pretrained
-
-
-class _StopForward(Exception):
-    """Raised from a hook once the visitor needs no more states."""
 
 
 def conv_geometry(kernels: list[int], strides: list[int]) -> tuple[int, int]:
@@ -132,47 +128,11 @@ class TransformerUpstream(Upstream):
             if missing > 0:
                 audio = F.pad(audio, (missing // 2, missing - missing // 2))
         else:
-            audio, lengths = self._centre_short_rows(audio, lengths)
+            audio, lengths = centre_short_rows(audio, lengths, self.receptive_field)
+            lengths = lengths.to(audio.device)
             attention_mask = (torch.arange(audio.shape[-1], device=audio.device) < lengths[:, None]).long()
 
-        def on_block_input(index: int, _module, args, kwargs) -> None:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            if visit(index, hidden):
-                raise _StopForward
-
-        hooks = [
-            block.register_forward_pre_hook(
-                lambda module, args, kwargs, index=index: on_block_input(index, module, args, kwargs),
-                with_kwargs=True,
-            )
-            for index, block in enumerate(self._blocks)
-        ]
-        try:
-            output = self.model(audio, attention_mask=attention_mask)
-            visit(self.num_states - 1, output.last_hidden_state)
-        except _StopForward:
-            pass
-        finally:
-            for hook in hooks:
-                hook.remove()
-
-    def _centre_short_rows(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows shorter than one receptive field, zero-padded on both sides to it, as a clip alone is."""
-        lengths = lengths.cpu()  # the lengths are looked at here: on the host, not by a device sync
-        short = (lengths < self.receptive_field).nonzero().flatten().tolist()
-        if not short:
-            return audio, lengths.to(audio.device)
-        extra = self.receptive_field - audio.shape[-1]
-        audio = F.pad(audio, (0, extra)) if extra > 0 else audio.clone()  # never the caller's tensor
-        lengths = lengths.clone()
-        for row in short:
-            length = int(lengths[row])
-            clip = audio[row, :length].clone()
-            audio[row] = 0
-            start = (self.receptive_field - length) // 2
-            audio[row, start : start + length] = clip
-            lengths[row] = self.receptive_field
-        return audio, lengths.to(audio.device)
+        stream_states(self._blocks, lambda: self.model(audio, attention_mask=attention_mask).last_hidden_state, visit)
 
 
 def fold_parametrizations(model: nn.Module) -> None:
