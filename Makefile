@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The package states version ranges; constraints.txt holds the exact versions tested.
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
-	# Reference implementation for the CREPE tests; --no-deps because its metadata requires torchaudio.
-	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24
+	# The CREPE tests' reference implementation and X-ARES's encoder check; --no-deps because their
+	# metadata requires torchaudio (neither module the tests import uses it).
+	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24 xares==0.1.3
 	touch $(STAMP)
 
 # Debian programs the offline suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox).

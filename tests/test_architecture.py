@@ -28,6 +28,9 @@ LAYERS = {
     "hear": 4,
     "": 4,  # the package itself: the HEAR API re-exported
     "corpus": 5,
+    "embeddings": 5,
+    "export": 5,
+    "xares": 5,
     "evaluation": 5,
     "cluster": 5,
     "suite": 5,

@@ -144,6 +144,17 @@ def test_ray_outputs_equal_a_single_process_byte_for_byte(cluster, collection, r
     assert again.embedded == 0 and again.skipped == 17  # resumable exactly like a single process
 
 
+def test_float16_storage_on_ray_equals_a_single_process(cluster, collection, tmp_path):
+    single, on_ray = tmp_path / "single", tmp_path / "ray"
+    model = FusionModel.from_config(resolve_config(CREPE_TINY))
+    embed_files(model, [collection], single, store_dtype="float16", progress=False)
+    config = resolve_config(CREPE_TINY)
+    embed_files_on_ray(config, [collection], on_ray, workers=1, store_dtype="float16", progress=False)
+    assert _outputs(on_ray) == _outputs(single)
+    stored = {record["store_dtype"] for record in _final_records(on_ray).values() if record["status"] == "ok"}
+    assert stored == {"float16"}
+
+
 def _kill_when(condition, command: list[str]) -> threading.Thread:
     """In the background: once ``condition()`` holds, SIGKILL the processes ``pgrep -f`` finds."""
 

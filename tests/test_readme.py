@@ -45,3 +45,30 @@ def test_quickstart_crepe_shapes():
     assert tuple(namespace["embeddings"].shape) == (2, 61, 2048)
     assert tuple(namespace["scene"].shape) == (2, 2048)
     assert namespace["timestamps"].dtype == torch.float32
+
+
+def test_using_the_embeddings_example_runs_on_a_real_embed_folder(tmp_path, monkeypatch):
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    from hearfuse.corpus import embed_files
+
+    for index, label in enumerate(["cat", "dog"] * 3):
+        t = np.arange(8000 + 1600 * index) / 16000
+        (tmp_path / "in" / label).mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "in" / label / f"{index}.wav", 0.3 * np.sin(2 * np.pi * (200 + 300 * index) * t), 16000)
+    repository = Path(__file__).parents[1]
+    model = hearfuse.load_model(str(repository / "examples" / "crepe_tiny.toml"))
+    embed_files(model, [tmp_path / "in"], tmp_path / "emb", store_dtype="float16", progress=False)
+    monkeypatch.chdir(tmp_path)
+    snippet = next(block for block in _blocks("python") if "open_embeddings(" in block)
+    namespace: dict = {}
+    exec(snippet, namespace)
+    assert namespace["X"].shape == (6, 256) and namespace["X"].dtype.name == "float16"
+    assert sorted(namespace["classifier"].classes_) == ["cat", "dog"]
+    assert namespace["embeddings"].shape[1] == 256 and namespace["loss"].item() > 0
+
+    pytest.importorskip("xares.audio_encoder_checker", reason="xares is not installed here; `make install` installs it")
+    monkeypatch.chdir(repository)
+    exec(next(block for block in _blocks("python") if "hearfuse.xares" in block), {})

@@ -207,6 +207,8 @@ def test_load_results_skips_non_json_and_sorts(tmp_path):
     (tmp_path / "m1" / ".t3.json.tmp").write_text("{")
     (tmp_path / "m1" / ".partial.json").write_text("{")  # hidden temporary of a writer
     (tmp_path / "README.md").write_text("hi")
+    (tmp_path / "layers").mkdir()  # `hearfuse layers --results` beside evaluate's: its table is no record
+    (tmp_path / "layers" / "crepe-layers-linear.json").write_text('{"model": "crepe", "members": []}')
     records = load_results(tmp_path)
     assert [(r["model"], r["task"]) for r in records] == [("m1", "t1"), ("m1", "t2"), ("m2", "t1")]
 

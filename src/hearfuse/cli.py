@@ -1,4 +1,4 @@
-"""The ``hearfuse`` command line: embed collections, list presets, fetch weights."""
+"""The ``hearfuse`` command line: embed collections, export them, list presets, fetch weights, evaluate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .dtypes import DTYPE_NAMES, torch_dtype
+from .dtypes import DTYPE_NAMES, STORE_DTYPES, torch_dtype
 from .errors import UsageError
 
 # Only the standard library at import time: `hearfuse --help` must not wait for torch.
@@ -92,6 +92,7 @@ def _writable_folder(option: str, path: str) -> Path:
 _EPILOG_EMBED = """examples:
   hearfuse embed recordings/ --model crepe --out embeddings/
   hearfuse embed 'data/**/*.flac' --model fusion_cat_xwc --kind scene --device cuda --dtype bfloat16 --out emb/
+  hearfuse embed corpus/ --model fusion_cat_xwc --store-dtype float16 --out emb/   # half the bytes on disk
   hearfuse embed corpus/ --model my_fusion.toml --out emb/ --shard 2/4     # the second of four jobs
   hearfuse embed corpus/ --model crepe --out emb/ --ray                  # a Ray cluster on this machine
   hearfuse embed /shared/corpus --model crepe --out /shared/emb --ray 10.0.0.1:6379
@@ -110,7 +111,13 @@ def _embed(args: argparse.Namespace) -> int:
         raise UsageError("give at least one INPUT (an audio file, a folder or a glob)")
     kinds = ("timestamp", "scene") if args.kind == "both" else (args.kind,)
     config = resolve_config(args.model, **_preset_options(args))
-    common = dict(kinds=kinds, batch_seconds=args.batch_seconds, shard=shard, progress=not args.quiet)
+    common = dict(
+        kinds=kinds,
+        batch_seconds=args.batch_seconds,
+        shard=shard,
+        store_dtype=args.store_dtype,
+        progress=not args.quiet,
+    )
     if args.ray is not None:
         from .cluster import cluster_device, connect
         from .corpus import embed_files_on_ray
@@ -135,6 +142,36 @@ def _embed(args: argparse.Namespace) -> int:
         print(_printable(f"failed: {failure.relative}: {failure.reason}"), file=sys.stderr)
     print(summary.line())
     return 1 if summary.failures else 0
+
+
+_EPILOG_EXPORT = """examples:
+  hearfuse export emb/ --to parquet emb-parquet/          # then datasets.load_dataset("parquet", data_files=...)
+  hearfuse export emb/ --to webdataset emb-wds/ --shard-size 500MB
+  hearfuse export emb/ --to parquet half/ --dtype float16 --config crepe
+
+Rerunning the same command resumes: complete shards whose inputs are unchanged are kept.
+Exit status: 0 when every current record was exported, 2 on usage errors."""
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .embeddings import open_embeddings
+    from .export import export, parse_size
+
+    folder = open_embeddings(args.out, config=args.config, dtype=args.dtype)
+    shard_bytes = parse_size(args.shard_size)
+    if args.shard_files is not None and args.shard_files < 1:
+        raise UsageError(f"--shard-files {args.shard_files}: expected a positive number of files per shard")
+    dest = _writable_folder("DEST", args.dest)
+    summary = export(
+        folder, dest, to=args.to, shard_bytes=shard_bytes, shard_files=args.shard_files, progress=not args.quiet
+    )
+    if folder.failed or folder.stale:
+        print(
+            f"not exported: {len(folder.failed)} inputs that failed to embed, {folder.stale} records of other configs",
+            file=sys.stderr,
+        )
+    print(summary.line())
+    return 0
 
 
 def _preset_options(args: argparse.Namespace) -> dict:
@@ -297,6 +334,7 @@ def _layers(args: argparse.Namespace) -> int:
     import logging
 
     from .evaluation.layers import analyse_layers, chosen_config, write_outputs
+    from .evaluation.report import LAYERS_FOLDER
 
     logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
     if args.write_config and Path(args.write_config).suffix not in (".toml", ".json"):
@@ -306,7 +344,7 @@ def _layers(args: argparse.Namespace) -> int:
     results_dir = _writable_folder("--results", args.results).resolve()
     settings = _settings(args, results_dir, _device(args.device))
     # the views' results live apart from evaluate's models (one report each); embeddings are shared
-    settings = dataclasses.replace(settings, results_dir=results_dir / "layers")
+    settings = dataclasses.replace(settings, results_dir=results_dir / LAYERS_FOLDER)
     config, analysed = analyse_layers(
         args.model,
         args.tasks,
@@ -462,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="autocast precision of the models; outputs are float32 (default: float32)",
     )
     embed.add_argument(
+        "--store-dtype",
+        choices=STORE_DTYPES,
+        default="float32",
+        help="precision the embeddings are written in: float16 halves the output (timestamps stay float32); "
+        "part of what a rerun compares, so changing it embeds again (default: float32)",
+    )
+    embed.add_argument(
         "--batch-seconds",
         type=float,
         default=60.0,
@@ -488,6 +533,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPUs (torch threads) of each CPU model worker (default: 1)",
     )
     embed.set_defaults(run=_embed)
+
+    export = commands.add_parser(
+        "export",
+        help="write an embed output folder as Parquet files or WebDataset shards",
+        description="Write the current embeddings of OUT (a folder written by `hearfuse embed`: the latest record "
+        "of each input, embedded by one config) into DEST as Parquet files (one row per input: path, duration, "
+        "scene_embedding, timestamp_embeddings as a list of frames, timestamps) or WebDataset tar shards (one "
+        "sample per input: .npy arrays and a .json record). Shards are written under temporary names and "
+        "renamed when complete; DEST/export.json lists them.",
+        epilog=_EPILOG_EXPORT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("out", metavar="OUT", help="output folder of hearfuse embed")
+    export.add_argument("dest", metavar="DEST", help="folder to write the export into (empty, or an earlier export)")
+    export.add_argument("--to", required=True, choices=("parquet", "webdataset"), help="export format")
+    export.add_argument(
+        "--config",
+        metavar="FINGERPRINT|MODEL",
+        help="which config's embeddings, when OUT holds several (a fingerprint, its first characters, or a model name)",
+    )
+    export.add_argument(
+        "--dtype", choices=STORE_DTYPES, help="precision of the exported embeddings (default: as stored)"
+    )
+    export.add_argument(
+        "--shard-size",
+        default="1GB",
+        metavar="SIZE",
+        help="start a new file or shard after about SIZE of embeddings, e.g. 500MB (default: 1GB)",
+    )
+    export.add_argument("--shard-files", type=int, metavar="N", help="and after at most N inputs (default: no limit)")
+    export.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    export.set_defaults(run=_export)
 
     models = commands.add_parser(
         "models",

@@ -7,12 +7,14 @@ Layout of an output directory::
       manifest-shard-2-of-4.jsonl    the same, per shard, when --shard is used
       config-<fingerprint>.json      the fusion config the embeddings were made with
       <input tree>/<name>.<ext>.npz  per input: timestamp_embeddings (T, D), timestamps (T,) ms,
-                                     scene_embedding (D,)
+                                     scene_embedding (D,); embeddings in the run's store dtype
+                                     (float32, or float16 with --store-dtype), timestamps float32
 
 Each output is written under a temporary name and renamed, then its manifest record is
 appended and flushed, so a run killed at any point (even SIGKILL) leaves only complete
 outputs; rerunning the same command skips every input whose record says it is done with
-the same config and the same source size and mtime.
+the same config, the same store dtype and the same source size and mtime. :mod:`hearfuse.embeddings`
+reads such a folder back.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_each
 from .batching import plan_batches
 from .config import FusionConfig
-from .dtypes import torch_dtype
+from .dtypes import STORE_DTYPES, torch_dtype
 from .errors import UsageError
 from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
 from .model import FusionModel
@@ -68,6 +70,7 @@ class Unusable:
     source: str
     status: str  # "failed" | "alias"
     reason: str
+    alias_of: PurePosixPath | None = None  # an alias: the path it is embedded under
 
 
 @dataclass
@@ -131,7 +134,7 @@ def discover(inputs: Sequence[str | Path]) -> Discovery:
         chosen = min(unique, key=lambda pair: (pair[0].is_symlink(), str(pair[1])))
         files.append(InputFile(target, chosen[1]))
         unusable += [
-            Unusable(relative, str(file), "alias", f"alias of {chosen[1]} (the same file), embedded there")
+            Unusable(relative, str(file), "alias", f"alias of {chosen[1]} (the same file), embedded there", chosen[1])
             for file, relative in unique
             if (file, relative) != chosen and relative != chosen[1]
         ]
@@ -313,18 +316,25 @@ def _parse_record(line: str) -> dict | None:
     return None
 
 
-def _is_done(record: dict | None, stat: os.stat_result, fingerprint: str, kinds: Sequence[str], out_dir: Path) -> bool:
+def _is_done(record: dict | None, stat: os.stat_result, run: "_Run") -> bool:
     """Whether a manifest record shows this source (same size and mtime) already embedded, by the same
-    config, for every kind asked for, with its output still there."""
+    config, in the same store dtype, for every kind asked for, with its output still there."""
     return (
         record is not None
         and record.get("status") == "ok"
-        and record.get("config_fingerprint") == fingerprint
-        and set(kinds) <= set(record.get("kinds", []))
+        and record.get("config_fingerprint") == run.fingerprint
+        and record_store_dtype(record) == run.store_dtype
+        and set(run.kinds) <= set(record.get("kinds", []))
         and record.get("size") == stat.st_size
         and record.get("mtime_ns") == stat.st_mtime_ns
-        and (out_dir / record.get("output", "")).is_file()
+        and (run.out_dir / record.get("output", "")).is_file()
     )
+
+
+def record_store_dtype(record: dict) -> str:
+    """The precision a record's embeddings were stored in (records written before ``--store-dtype``
+    existed hold float32)."""
+    return record.get("store_dtype", "float32")
 
 
 def embed_clips(model: FusionModel, clips: list[np.ndarray], kinds: Sequence[str]) -> list[dict[str, np.ndarray] | str]:
@@ -350,9 +360,11 @@ def embed_clips(model: FusionModel, clips: list[np.ndarray], kinds: Sequence[str
     return outputs
 
 
-def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "") -> Path:
-    """Write one input's arrays under a temporary name beside ``path``; committing renames it."""
-    return write_partial(path, lambda handle: np.savez(handle, **arrays), tag=tag)
+def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "", store_dtype: str = "float32") -> Path:
+    """Write one input's arrays under a temporary name beside ``path``, the embeddings cast to
+    ``store_dtype``; committing renames it."""
+    stored = {name: array if name == "timestamps" else array.astype(store_dtype) for name, array in arrays.items()}
+    return write_partial(path, lambda handle: np.savez(handle, **stored), tag=tag)
 
 
 def embed_decoded(
@@ -368,19 +380,26 @@ def embed_decoded(
     return results
 
 
-def write_each(embedded: list[dict[str, np.ndarray] | str], outputs: list[Path], tag: str = "") -> list[Path | str]:
+def write_each(
+    embedded: list[dict[str, np.ndarray] | str], outputs: list[Path], tag: str = "", store_dtype: str = "float32"
+) -> list[Path | str]:
     """Each clip's arrays written to a temporary file beside its output path (returned), or why it failed."""
     return [
-        result if isinstance(result, str) else write_output(path, result, tag)
+        result if isinstance(result, str) else write_output(path, result, tag, store_dtype)
         for result, path in zip(embedded, outputs)
     ]
 
 
 def embed_and_write(
-    model: FusionModel, decoded: list[np.ndarray | str], kinds: Sequence[str], outputs: list[Path], tag: str = ""
+    model: FusionModel,
+    decoded: list[np.ndarray | str],
+    kinds: Sequence[str],
+    outputs: list[Path],
+    tag: str = "",
+    store_dtype: str = "float32",
 ) -> list[Path | str]:
     """:func:`embed_decoded` then :func:`write_each`: what a Ray model worker does with one batch."""
-    return write_each(embed_decoded(model, decoded, kinds), outputs, tag)
+    return write_each(embed_decoded(model, decoded, kinds), outputs, tag, store_dtype)
 
 
 @dataclass
@@ -392,12 +411,20 @@ class _Run:
     fingerprint: str  # the model config's, computed once per run
     out_dir: Path
     kinds: tuple[str, ...]
+    store_dtype: str
     manifest: Manifest
     summary: RunSummary = field(default_factory=RunSummary)
     stats: dict[InputFile, os.stat_result] = field(default_factory=dict)
     pending: list[dict] = field(default_factory=list)
 
-    def record(self, item: InputFile, status: str, info: AudioInfo | None = None, error: str = "") -> None:
+    def record(
+        self,
+        item: InputFile,
+        status: str,
+        info: AudioInfo | None = None,
+        error: str = "",
+        alias_of: PurePosixPath | None = None,
+    ) -> None:
         stat = self.stats.get(item)
         self.pending.append(
             {
@@ -411,9 +438,11 @@ class _Run:
                 "model": self.model_name,
                 "config_fingerprint": self.fingerprint,
                 "kinds": sorted(self.kinds),
+                "store_dtype": self.store_dtype,
                 "output": str(item.output) if status == "ok" else None,
                 "status": status,
                 "error": error,
+                **({"alias_of": str(alias_of)} if alias_of is not None else {}),
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
         )
@@ -456,27 +485,32 @@ def _prepare(
     out_dir: Path,
     kinds: Sequence[str],
     shard: tuple[int, int] | None,
+    store_dtype: str,
 ) -> tuple[_Run, list[tuple[InputFile, AudioInfo]]]:
     """Everything a run does before embedding: find the inputs, record the unusable ones, skip what a
     manifest shows done, read the headers of the rest."""
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise UsageError(f"kinds must be some of {KINDS}, got {list(kinds)}")
+    if store_dtype not in STORE_DTYPES:
+        raise UsageError(f"store dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = config.fingerprint()
     write_text_atomic(out_dir / f"config-{fingerprint}.json", json.dumps(config.to_dict(), indent=2))
     discovery = discover(inputs)
     previous = Manifest.load(out_dir)
-    run = _Run(config.name, fingerprint, out_dir, tuple(kinds), Manifest(out_dir, shard))
+    run = _Run(config.name, fingerprint, out_dir, tuple(kinds), store_dtype, Manifest(out_dir, shard))
     for entry in discovery.unusable:  # reported, never silently dropped
         if shard is None or in_shard(entry.relative, shard):
-            run.record(InputFile(Path(entry.source), entry.relative), entry.status, error=entry.reason)
+            run.record(
+                InputFile(Path(entry.source), entry.relative), entry.status, error=entry.reason, alias_of=entry.alias_of
+            )
     todo: list[tuple[InputFile, AudioInfo]] = []
     for item in discovery.files:
         if shard is not None and not in_shard(item.relative, shard):
             continue
         stat = run.stats[item] = item.path.stat()
-        if _is_done(previous.get(str(item.relative)), stat, fingerprint, kinds, out_dir):
+        if _is_done(previous.get(str(item.relative)), stat, run):
             run.summary.skipped += 1
             continue
         try:
@@ -548,16 +582,17 @@ def embed_files(
     kinds: Sequence[str] = KINDS,
     batch_seconds: float = 60.0,
     shard: tuple[int, int] | None = None,
+    store_dtype: str = "float32",
     progress: bool = True,
 ) -> RunSummary:
     """Embed every input file into ``out_dir`` in this process (see the module docstring for the layout)."""
     started = time.perf_counter()
-    run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard)
+    run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard, store_dtype)
     bar = _Progress(run, len(todo), progress)
 
     def write_and_settle(batch: list[tuple[InputFile, AudioInfo]], embedded: list) -> None:
         outputs = [run.out_dir / item.output for item, _ in batch]
-        run.settle(batch, write_each(embedded, outputs))
+        run.settle(batch, write_each(embedded, outputs, store_dtype=run.store_dtype))
         bar.update(len(batch))
 
     try:
@@ -588,10 +623,18 @@ class _EmbedWorker:
     """A Ray actor: builds the model once, embeds batches of decoded clips, writes each output under a
     temporary name, and returns the names for the driver to commit (or why a clip failed)."""
 
-    def __init__(self, config: FusionConfig, device: str, dtype: str | None, threads: int, kinds: tuple[str, ...]):
+    def __init__(
+        self,
+        config: FusionConfig,
+        device: str,
+        dtype: str | None,
+        threads: int,
+        kinds: tuple[str, ...],
+        store_dtype: str,
+    ):
         torch.set_num_threads(threads)
         self.model = FusionModel.from_config(config, device=device, dtype=torch_dtype(dtype) if dtype else None)
-        self.kinds = kinds
+        self.kinds, self.store_dtype = kinds, store_dtype
 
     def mixed_batch_limit(self) -> int:
         return self.model.mixed_batch_limit
@@ -599,7 +642,7 @@ class _EmbedWorker:
     def embed(self, outputs: list[Path], decoded: list[np.ndarray | str], tag: str) -> list[Path | str]:
         """:func:`embed_and_write` of one batch. ``decoded`` is its decoding task's result (Ray resolves
         it before the call; if that task died more often than Ray retries, so does this call)."""
-        return embed_and_write(self.model, decoded, self.kinds, outputs, tag)
+        return embed_and_write(self.model, decoded, self.kinds, outputs, tag, self.store_dtype)
 
 
 def embed_files_on_ray(
@@ -614,6 +657,7 @@ def embed_files_on_ray(
     kinds: Sequence[str] = KINDS,
     batch_seconds: float = 60.0,
     shard: tuple[int, int] | None = None,
+    store_dtype: str = "float32",
     progress: bool = True,
 ) -> RunSummary:
     """:func:`embed_files` on the connected Ray cluster (see :mod:`hearfuse.cluster`).
@@ -629,13 +673,13 @@ def embed_files_on_ray(
     from .cluster import DECODE_CPUS, Placement
 
     started = time.perf_counter()
-    run, todo = _prepare(config, inputs, Path(out_dir).resolve(), kinds, shard)
+    run, todo = _prepare(config, inputs, Path(out_dir).resolve(), kinds, shard, store_dtype)
     placement = Placement(device, worker_cpus)
     decode = ray.remote(num_cpus=DECODE_CPUS, max_retries=3)(load_each)
     worker_class = ray.remote(max_restarts=-1, max_task_retries=2, **placement.options())(_EmbedWorker)
     count = placement.workers(workers) if todo else 0  # nothing left to do: no model is loaded
     threads = placement.options()["num_cpus"]  # the CPUs each worker holds are the threads it uses
-    pool = [worker_class.remote(config, device, dtype, threads, run.kinds) for _ in range(count)]
+    pool = [worker_class.remote(config, device, dtype, threads, run.kinds, store_dtype) for _ in range(count)]
     try:  # the batches a single process would plan, which needs the model's own limit
         mixed_batch_limit = ray.get(pool[0].mixed_batch_limit.remote()) if pool else 0
     except ray.exceptions.RayError:  # the model cannot load: each batch will record why

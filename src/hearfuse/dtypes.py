@@ -14,3 +14,8 @@ def torch_dtype(name: str):
     import torch
 
     return getattr(torch, name)
+
+
+#: Precisions ``hearfuse embed`` stores embeddings in (``--store-dtype``); timestamps stay float32
+#: (milliseconds of an hour-long file exceed float16's range).
+STORE_DTYPES = ("float32", "float16")

@@ -80,11 +80,17 @@ _MAX_ERROR_CHARS = 500
 # loading
 
 
+#: The folder of a results directory where ``hearfuse layers`` keeps its views' results and its tables:
+#: not ``<model>/<task>.json`` records of ``hearfuse evaluate`` (one report each).
+LAYERS_FOLDER = "layers"
+
+
 def load_results(results_dir: str | Path) -> list[dict]:
     """Read every ``<model>/<task>.json`` under ``results_dir``, sorted by (model, task).
 
     Files that do not end in ``.json`` (and hidden files such as editors' or writers'
-    temporaries) are skipped. A file that is not valid JSON, is not a JSON object, lacks
+    temporaries), and the :data:`LAYERS_FOLDER` of ``hearfuse layers``, are skipped. A file
+    that is not valid JSON, is not a JSON object, lacks
     ``model``/``task``/``status``, has an unknown status, or (for ``status == "ok"``) lacks
     ``metric`` or the ``test`` scores raises ``ValueError`` naming the file. Two files for the
     same (model, task) also raise.
@@ -96,6 +102,8 @@ def load_results(results_dir: str | Path) -> list[dict]:
     seen: dict[tuple[str, str], Path] = {}
     for path in sorted(root.glob("*/*.json")):
         if path.name.startswith(".") or path.parent.name.startswith(".") or not path.is_file():
+            continue
+        if path.parent.name == LAYERS_FOLDER:
             continue
         record = _read_record(path)
         key = (record["model"], record["task"], probe_of(record))

@@ -1,0 +1,180 @@
+"""hearfuse export: Parquet read back by pyarrow and datasets, WebDataset shards read back by
+webdataset, equal to the .npz files; a killed export rerun; destinations that are refused."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hearfuse
+from hearfuse import export as export_module
+from hearfuse.cli import main
+from hearfuse.corpus import embed_files
+from hearfuse.errors import UsageError
+from hearfuse.export import export, parse_size
+
+from .test_embeddings import crepe_tiny, write_tones
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+wds = pytest.importorskip("webdataset")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    inputs = root / "in"
+    write_tones(inputs, [0.5, 0.7, 0.9, 1.1, 1.3])
+    (inputs / "broken.wav").write_bytes(b"no audio")
+    out = root / "out"
+    embed_files(hearfuse.load_model(crepe_tiny(root)), [inputs], out, progress=False)
+    return out
+
+
+def npz_arrays(out: Path, path: str) -> dict[str, np.ndarray]:
+    with np.load(out / f"{path}.npz") as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def test_parquet_read_back_by_pyarrow_equals_the_npz_files(embedded, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "ROW_GROUP_BYTES", 20_000)  # several row groups per file
+    folder = hearfuse.open_embeddings(embedded)
+    summary = export(folder, tmp_path / "pq", to="parquet", shard_files=3, progress=False)
+    files = sorted((tmp_path / "pq").glob("*.parquet"))
+    assert (summary.files, summary.shards, len(files)) == (5, 2, 2)
+    assert pq.ParquetFile(files[0]).metadata.num_row_groups > 1
+    table = pa.concat_tables(pq.read_table(file) for file in files)
+    assert table.column("path").to_pylist() == folder.paths
+    dim = folder.dim
+    assert table.schema.field("scene_embedding").type == pa.list_(pa.float32(), dim)
+    for row, path in enumerate(folder.paths):
+        expected = npz_arrays(embedded, path)
+        frames = np.array(table.column("timestamp_embeddings")[row].as_py(), dtype=np.float32)
+        np.testing.assert_array_equal(frames, expected["timestamp_embeddings"])
+        np.testing.assert_array_equal(table.column("timestamps")[row].as_py(), expected["timestamps"])
+        np.testing.assert_array_equal(table.column("scene_embedding")[row].as_py(), expected["scene_embedding"])
+        assert table.column("duration")[row].as_py() == pytest.approx(folder[path].duration)
+    meta = json.loads(pq.read_schema(files[0]).metadata[b"hearfuse"])
+    assert meta["config_fingerprint"] == folder.fingerprint
+
+
+def test_parquet_read_back_by_hugging_face_datasets(embedded, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    folder = hearfuse.open_embeddings(embedded, dtype="float16")
+    export(folder, tmp_path / "pq", to="parquet", shard_files=2, progress=False)
+    files = sorted(glob.glob(str(tmp_path / "pq" / "*.parquet")))
+    loaded = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.features["scene_embedding"].feature.dtype == "float16"
+    assert loaded["path"] == folder.paths
+    rows = loaded.with_format("numpy")
+    for row, path in enumerate(folder.paths):
+        expected = npz_arrays(embedded, path)
+        np.testing.assert_array_equal(
+            rows[row]["timestamp_embeddings"], expected["timestamp_embeddings"].astype(np.float16)
+        )
+        np.testing.assert_array_equal(rows[row]["timestamps"], expected["timestamps"])
+    streamed = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
+    assert [row["path"] for row in streamed] == folder.paths
+
+
+def test_webdataset_shards_read_back_by_webdataset_equal_the_npz_files(embedded, tmp_path):
+    folder = hearfuse.open_embeddings(embedded)
+    export(folder, tmp_path / "wds", to="webdataset", shard_files=2, progress=False)
+    shards = sorted(glob.glob(str(tmp_path / "wds" / "*.tar")))
+    assert len(shards) == 3
+    samples = list(wds.WebDataset(shards, shardshuffle=False).decode())
+    assert [sample["json"]["path"] for sample in samples] == folder.paths
+    for sample in samples:
+        expected = npz_arrays(embedded, sample["json"]["path"])
+        for name, array in expected.items():
+            np.testing.assert_array_equal(sample[f"{name}.npy"], array)
+            assert sample[f"{name}.npy"].dtype == array.dtype
+        assert sample["json"]["config_fingerprint"] == folder.fingerprint
+
+
+def test_an_export_killed_midway_then_rerun_gives_the_uninterrupted_result(embedded, tmp_path):
+    """A subprocess SIGKILLs itself in the middle of its third shard; the rerun keeps the two complete
+    shards, removes the half-written one and writes the rest, byte-identical to one run."""
+    for to, suffix in (("webdataset", "tar"), ("parquet", "parquet")):
+        reference, killed = tmp_path / f"{to}-reference", tmp_path / f"{to}-killed"
+        assert main(["export", str(embedded), "--to", to, str(reference), "--shard-files", "1", "-q"]) == 0
+        script = textwrap.dedent(f"""
+            import os, signal, sys
+            from hearfuse import export, cli
+            original = export._write_{to}
+            def dying(handle, shard, **kwargs):
+                if shard.first == 2:
+                    handle.write(b"half a shard")
+                    handle.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(handle, shard, **kwargs)
+            export._write_{to} = dying
+            args = ["export", {str(embedded)!r}, "--to", "{to}", {str(killed)!r}, "--shard-files", "1", "-q"]
+            sys.exit(cli.main(args))
+        """)
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert run.returncode == -9, run.stderr
+        left = sorted(path.name for path in killed.iterdir())
+        complete = sorted(killed.glob(f"*.{suffix}"))
+        assert len(complete) == 2, left
+        assert any(name.endswith(".partial") for name in left), left
+        assert json.loads((killed / "export.json").read_text())["complete"] is False
+
+        rerun = subprocess.run(
+            [sys.executable, "-m", "hearfuse", "export", str(embedded), "--to", to, str(killed), "--shard-files", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert "(2 kept from an earlier run)" in rerun.stdout
+        assert sorted(path.name for path in killed.iterdir()) == sorted(path.name for path in reference.iterdir())
+        for shard in sorted(reference.glob(f"*.{suffix}")):
+            assert (killed / shard.name).read_bytes() == shard.read_bytes(), shard.name
+        assert json.loads((killed / "export.json").read_text())["complete"] is True
+
+
+def test_a_rerun_after_the_inputs_changed_rewrites_only_what_changed(tmp_path):
+    inputs = tmp_path / "in"
+    write_tones(inputs, [0.5, 0.6, 0.7])
+    out = tmp_path / "out"
+    model = hearfuse.load_model(crepe_tiny(tmp_path))
+    embed_files(model, [inputs], out, progress=False)
+    dest = tmp_path / "wds"
+    export(hearfuse.open_embeddings(out), dest, to="webdataset", shard_files=1, progress=False)
+    write_tones(tmp_path / "more", [0.5, 0.6, 0.7, 0.8])  # the same three names, plus one more
+    os.replace(tmp_path / "more" / "sub" / "tone3.wav", inputs / "sub" / "tone3.wav")
+    embed_files(model, [inputs], out, progress=False)
+    summary = export(hearfuse.open_embeddings(out), dest, to="webdataset", shard_files=1, progress=False)
+    # sorted: sub/tone1, sub/tone3 (new), tone0, tone2: only the first shard still holds what it held
+    assert (summary.files, summary.shards, summary.kept_shards, summary.stale_shards) == (4, 4, 1, 2)
+    assert "2 of it replaced: their inputs or the plan changed" in summary.line()
+    samples = list(wds.WebDataset(sorted(glob.glob(str(dest / "*.tar"))), shardshuffle=False).decode())
+    assert [sample["json"]["path"] for sample in samples] == hearfuse.open_embeddings(out).paths
+
+
+def test_destinations_and_sizes_that_are_refused(embedded, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.pdf").write_text("mine")
+    with pytest.raises(UsageError, match="holds other files"):
+        export(hearfuse.open_embeddings(embedded), other, to="parquet", progress=False)
+    assert main(["export", str(embedded), "--to", "parquet", str(other)]) == 2
+    assert "holds other files" in capsys.readouterr().err
+    parquet = tmp_path / "pq"
+    assert main(["export", str(embedded), "--to", "parquet", str(parquet), "-q"]) == 0
+    assert main(["export", str(embedded), "--to", "webdataset", str(parquet), "-q"]) == 2
+    assert "holds a parquet export" in capsys.readouterr().err
+    assert main(["export", str(embedded), "--to", "parquet", str(tmp_path / "x"), "--shard-size", "lots"]) == 2
+    assert "500MB" in capsys.readouterr().err
+    assert parse_size("500MB") == 500_000_000 and parse_size("1G") == 10**9 and parse_size("2048") == 2048
+    assert parse_size("2GiB") == 2 * 2**30 and parse_size("64kib") == 65536 and parse_size("1.5 MB") == 1_500_000
