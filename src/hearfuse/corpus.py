@@ -47,6 +47,8 @@ from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
 from .model import FusionModel
 
 KINDS = ("timestamp", "scene")
+#: The arrays of each kind in an output ``.npz``.
+KIND_ARRAYS = {"timestamp": ("timestamp_embeddings", "timestamps"), "scene": ("scene_embedding",)}
 _GLOB_CHARS = set("*?[")
 
 
@@ -363,8 +365,14 @@ def embed_clips(model: FusionModel, clips: list[np.ndarray], kinds: Sequence[str
 def write_output(path: Path, arrays: dict[str, np.ndarray], tag: str = "", store_dtype: str = "float32") -> Path:
     """Write one input's arrays under a temporary name beside ``path``, the embeddings cast to
     ``store_dtype``; committing renames it."""
-    stored = {name: array if name == "timestamps" else array.astype(store_dtype) for name, array in arrays.items()}
+    stored = {name: stored_array(name, array, store_dtype) for name, array in arrays.items()}
     return write_partial(path, lambda handle: np.savez(handle, **stored), tag=tag)
+
+
+def stored_array(name: str, array: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """An output array in ``dtype``: embeddings are cast (no copy when they already are), timestamps
+    stay float32 (milliseconds of an hour-long file exceed float16's range)."""
+    return array if name == "timestamps" else array.astype(dtype, copy=False)
 
 
 def embed_decoded(

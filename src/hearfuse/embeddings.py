@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import FusionConfig
-from .corpus import Manifest, record_store_dtype
+from .corpus import Manifest, record_store_dtype, stored_array
 from .errors import UsageError
 
 
@@ -43,11 +43,12 @@ class EmbeddingRecord:
         """The named arrays of the ``.npz`` (default: all); a member not asked for is never read."""
         try:
             with np.load(self.file) as npz:
-                return {name: self._cast(name, npz[name]) for name in (names or npz.files)}
+                arrays = {name: npz[name] for name in (names or npz.files)}
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.path}: its embeddings {self.file} are gone; embed it again") from None
         except KeyError as error:
             raise UsageError(f"{self.path}: embedded without {error} (kinds: {', '.join(self.kinds)})") from None
+        return arrays if self.dtype is None else {name: stored_array(name, a, self.dtype) for name, a in arrays.items()}
 
     def scene_embedding(self) -> np.ndarray:
         """``(D,)``."""
@@ -57,9 +58,6 @@ class EmbeddingRecord:
         """``(T, D)`` embeddings and their ``(T,)`` frame centres in ms."""
         arrays = self.arrays(["timestamp_embeddings", "timestamps"])
         return arrays["timestamp_embeddings"], arrays["timestamps"]
-
-    def _cast(self, name: str, array: np.ndarray) -> np.ndarray:
-        return array if self.dtype is None or name == "timestamps" else array.astype(self.dtype, copy=False)
 
 
 class EmbeddingFolder:

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .corpus import KIND_ARRAYS, KINDS
 from .embeddings import EmbeddingFolder, EmbeddingRecord
 from .errors import UsageError
 from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
@@ -40,7 +41,6 @@ FORMATS = ("parquet", "webdataset")
 INDEX_NAME = "export.json"
 #: Target size of a Parquet row group: large enough for fast scans, small enough to stream.
 ROW_GROUP_BYTES = 64 * 2**20
-_ARRAYS = ("timestamp_embeddings", "timestamps", "scene_embedding")
 #: Member times of the tar shards: fixed, so that the same export writes the same bytes.
 _TAR_MTIME = 946684800  # 2000-01-01
 
@@ -70,12 +70,12 @@ class _Shard:
     name: str
     first: int  # position of its first record in the export
     records: tuple[EmbeddingRecord, ...]
+    stats: tuple[os.stat_result, ...]  # of each record's .npz, taken once when planning
 
     def digest(self, identity: dict) -> str:
         """What the shard's bytes depend on: the export's settings and each input's embedding file."""
         state = hashlib.sha256(json.dumps({**identity, "first": self.first}, sort_keys=True).encode())
-        for record in self.records:
-            stat = record.file.stat()
+        for record, stat in zip(self.records, self.stats):
             state.update(f"{record.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return state.hexdigest()[:16]
 
@@ -100,16 +100,22 @@ def plan_shards(records: Sequence[EmbeddingRecord], to: str, shard_bytes: int, s
     inputs' ``.npz`` files) or ``shard_files`` records."""
     pattern = "part-{:05d}.parquet" if to == "parquet" else "shard-{:06d}.tar"
     shards: list[_Shard] = []
-    current: list[EmbeddingRecord] = []
+    current: list[tuple[EmbeddingRecord, os.stat_result]] = []
     size, first = 0, 0
+
+    def close() -> None:
+        records, stats = zip(*current)
+        shards.append(_Shard(pattern.format(len(shards)), first, records, stats))
+
     for position, record in enumerate(records):
-        current.append(record)
-        size += record.file.stat().st_size
+        stat = record.file.stat()
+        current.append((record, stat))
+        size += stat.st_size
         if size >= shard_bytes or (shard_files is not None and len(current) >= shard_files):
-            shards.append(_Shard(pattern.format(len(shards)), first, tuple(current)))
+            close()
             current, size, first = [], 0, position + 1
     if current:
-        shards.append(_Shard(pattern.format(len(shards)), first, tuple(current)))
+        close()
     return shards
 
 
@@ -184,7 +190,7 @@ def export(
 def exported_arrays(records: Sequence[EmbeddingRecord]) -> list[str]:
     """The arrays every record holds (a folder may mix ``--kind`` runs of one config)."""
     kinds = set.intersection(*(set(record.kinds) for record in records)) if records else set()
-    return [name for name in _ARRAYS if ("scene" if name == "scene_embedding" else "timestamp") in kinds]
+    return [name for kind in KINDS if kind in kinds for name in KIND_ARRAYS[kind]]
 
 
 def _previous_index(dest: Path, to: str) -> dict[str, str]:
