@@ -15,7 +15,7 @@ DEMO ?= demo
 MODELS ?= examples/crepe_tiny.toml
 PROBE ?= linear
 
-.PHONY: install system-deps test demo clean
+.PHONY: install system-deps test test-no-bf16 demo clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The suite as a CPU without native bfloat16 runs it: oneDNN limited to AVX2 emulates bf16 (tens of
+# times slower than float32), which no test may turn into minutes.
+test-no-bf16:
+	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
 
 # Build the ci suite, evaluate `crepe` (weights ship with the package) and every preset whose
 # weights are in the local cache, and print the report.

@@ -23,7 +23,14 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from hearfuse.dtypes import DTYPE_NAMES, torch_dtype
+from hearfuse.dtypes import (
+    DTYPE_NAMES,
+    NATIVE_CPU_FLAGS,
+    NATIVE_SLOWDOWN_LIMIT,
+    cpu_flags,
+    cpu_precision,
+    torch_dtype,
+)
 from hearfuse.upstream.base import Upstream
 
 #: Where results are written; the CPU rehearsal of benchmarks/gpu.sh points it elsewhere (HEARFUSE_BENCH_RESULTS)
@@ -47,6 +54,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: The CPU flags a result records: the vector width and the native reduced-precision instructions.
+_PRECISION_FLAGS = {"avx2", "avx512f", "amx_tile"} | {flag for flags in NATIVE_CPU_FLAGS.values() for flag in flags}
+
 #: Model precisions the benchmarks take by name (``--dtype``).
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}  # hearfuse's one table, as a dict for argparse
 
@@ -65,12 +75,20 @@ def environment(threads: int, device: str = "cpu", dtype: str = "float32") -> di
     }
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
+    else:  # what decides whether bfloat16 and float16 run natively here, and what torch makes of it
+        env["cpu_flags"] = sorted(cpu_flags() & _PRECISION_FLAGS)
+        env["onednn_max_cpu_isa"] = os.environ.get("ONEDNN_MAX_CPU_ISA")
+        env["matmul_slowdown_vs_float32"] = {name: round(cpu_precision(name).slowdown, 2) for name in NATIVE_CPU_FLAGS}
     return env
 
 
 def machine(env: dict) -> str:
-    """The measuring device in words, for result headers."""
-    return env.get("gpu") or f"{env['cpu_model']}, {env['torch_threads']} threads"
+    """The measuring device in words, for result headers (on a CPU: whether bfloat16 is native there)."""
+    if "gpu" in env:
+        return env["gpu"]
+    slowdown = env.get("matmul_slowdown_vs_float32", {}).get("bfloat16")
+    bf16 = "" if slowdown is None else f", bf16 {'native' if slowdown <= NATIVE_SLOWDOWN_LIMIT else 'emulated'}"
+    return f"{env['cpu_model']}, {env['torch_threads']} threads{bf16}"
 
 
 def median_ms(run: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -25,7 +25,7 @@ python="${PYTHON:-python3}"
 if [ "${GPU_SH_REHEARSAL:-}" = 1 ]; then
   # the same steps and code paths on CPU, in seconds: tiny architectures, tiny sizes, figures thrown away
   export HEARFUSE_BENCH_TINY=1 HEARFUSE_BENCH_RESULTS="${HEARFUSE_BENCH_RESULTS:-$(mktemp -d)}"
-  device=cpu batch=2 batches=2 clips=2 files=4 batch_seconds=6 lengths="1 2" seconds=1 repeats=1 scale=60
+  device=cpu batch=2 batches=2 clips=2 files=3 batch_seconds=6 lengths="1 2" seconds=1 repeats=1 scale=60
 else
   "$python" -c "import torch, transformers; assert torch.cuda.is_available(), 'no CUDA device'
 print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'transformers', transformers.__version__)" || exit 1
@@ -33,10 +33,17 @@ print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'transformers', 
 fi
 
 failed=()
+running=
+# `timeout` moves each step into a process group of its own, out of reach of a signal sent to this
+# script's group (Ctrl-C, a caller's killpg): pass INT, TERM and HUP on to the running step's group.
+trap 'if [ -n "$running" ]; then kill -TERM -- "-$running" "$running" 2>/dev/null; fi; exit 130' INT TERM HUP
 step() {  # step SECONDS MODULE ARGS...: run one benchmark under a time limit, remember failures
   local limit=$(( $1 * scale )); shift
   echo "== $* (limit ${limit} s)"
-  timeout "$limit" "$python" -m "$@" || failed+=("$1")
+  timeout "$limit" "$python" -m "$@" &  # in the background, so that the trap runs at once
+  running=$!
+  wait "$running" || failed+=("$1")
+  running=
 }
 # The limits add up to 570 s on a GPU, so the script always returns inside one 600 s device call.
 # shellcheck disable=SC2086  # the size lists are meant to split into arguments

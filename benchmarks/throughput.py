@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from ._env import DTYPES, count_flops, emit, environment, machine, peak_rss_mib, run_worker, synchronize, write_results
 from .architectures import (
+    crepe_size,
     crepe_upstream,
     random_fusion_model,
     random_hubert_xlarge,
@@ -86,7 +87,7 @@ def measure(side: str, args: argparse.Namespace) -> dict:
     batch = args.batch
     if side == "original":
         # The same seeded random transformers and the same CREPE weights as random_fusion_model gives ours.
-        crepe = torchcrepe_network("full", torchcrepe_state_dict(crepe_upstream("full").net))
+        crepe = torchcrepe_network(crepe_size("full"), torchcrepe_state_dict(crepe_upstream("full").net))
         original = OriginalFusionCatXWC(
             random_hubert_xlarge().model.to(device), random_wav2vec2_large().model.to(device), crepe.to(device)
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 # caller's shell; only pip's download cache (PIP_CACHE_DIR) may be shared. Set before anything reads them.
 _HOME = tempfile.mkdtemp(prefix="hearfuse-tests-home-")
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
-for _name in [name for name in os.environ if name.startswith(("HF_", "TRANSFORMERS_", "RAY_", "TORCH_"))]:
+for _name in [name for name in os.environ if name.startswith(("HF_", "TRANSFORMERS_", "RAY_", "TORCH_", "HEARFUSE_"))]:
     del os.environ[_name]
 os.environ.update(
     HOME=_HOME,

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from . import processes
+
 CREPE = '[[members]]\nname = "crepe"\nfamily = "crepe"\ncheckpoint = "tiny"\n'
 
 
@@ -62,7 +64,7 @@ def refused(request, tmp_path_factory) -> tuple[list[str], Path]:
 
 def run(*args: str, cwd: Path, prefix: list[str] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(cwd / "home")} if prefix == AS_NOBODY else None
-    result = subprocess.run(
+    result = processes.run(
         [*prefix, sys.executable, "-m", "hearfuse", *args],
         cwd=cwd,
         env=env,

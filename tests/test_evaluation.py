@@ -484,11 +484,12 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
 
 
 @pytest.fixture
-def small_run(tasks_root, tmp_path):
-    """A scene task evaluated once with a 1-point grid, and a way to evaluate again while
-    recording whether anything was embedded or trained."""
+def small_run(tmp_path):
+    """A scene task of 18 clips evaluated once with a 1-point grid, and a way to evaluate again while
+    recording whether anything was embedded or trained (small: one test embeds it in bfloat16, which a
+    CPU without native bfloat16 emulates)."""
     root = tmp_path / "tasks"
-    shutil.copytree(tasks_root / "tones_multiclass-v1-full", root / "tones_multiclass-v1-full")
+    taskgen.scene_task(root, clips=6)
     settings = EvaluationSettings(
         tmp_path / "cache", tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=9), progress=False
     )
@@ -533,7 +534,7 @@ def test_another_dtype_recomputes_embeddings_and_scores(small_run, caplog):
     _, _, again = small_run
     with caplog.at_level("INFO"):
         result, calls = again(dtype=torch.bfloat16)
-    assert calls["embedded"] == 72 and calls["trained"] == 1  # every clip of the three splits
+    assert calls["embedded"] == 18 and calls["trained"] == 1  # every clip of the three splits
     assert "the dtype (float32 -> bfloat16) changed" in caplog.text
     assert result["provenance"]["dtype"] == "bfloat16" and result["embedding_key"]["dtype"] == "bfloat16"
 
@@ -557,7 +558,8 @@ def test_rewritten_audio_is_embedded_again(small_run, caplog):
     clip.write_bytes(clip.read_bytes())  # same bytes, new modification time: a rebuild
     with caplog.at_level("INFO"):
         _, calls = again()
-    assert calls == {"embedded": 18, "trained": 1}  # only the valid split (18 clips)
+    valid = len(json.loads((task_dir / "valid.json").read_text()))
+    assert calls == {"embedded": valid, "trained": 1}  # only the valid split
     assert "the task's audio files (valid) changed" in caplog.text and "re-embedding" in caplog.text
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,6 +20,7 @@ from hearfuse.corpus import embed_files
 from hearfuse.errors import UsageError
 from hearfuse.export import export, parse_size
 
+from . import processes
 from .test_embeddings import crepe_tiny, write_tones
 
 pa = pytest.importorskip("pyarrow")
@@ -121,7 +121,7 @@ def test_an_export_killed_midway_then_rerun_gives_the_uninterrupted_result(embed
             args = ["export", {str(embedded)!r}, "--to", "{to}", {str(killed)!r}, "--shard-files", "1", "-q"]
             sys.exit(cli.main(args))
         """)
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        run = processes.run([sys.executable, "-c", script], timeout=120)
         assert run.returncode == -9, run.stderr
         left = sorted(path.name for path in killed.iterdir())
         complete = sorted(killed.glob(f"*.{suffix}"))
@@ -129,10 +129,8 @@ def test_an_export_killed_midway_then_rerun_gives_the_uninterrupted_result(embed
         assert any(name.endswith(".partial") for name in left), left
         assert json.loads((killed / "export.json").read_text())["complete"] is False
 
-        rerun = subprocess.run(
+        rerun = processes.run(
             [sys.executable, "-m", "hearfuse", "export", str(embedded), "--to", to, str(killed), "--shard-files", "1"],
-            capture_output=True,
-            text=True,
             timeout=120,
         )
         assert rerun.returncode == 0, rerun.stderr

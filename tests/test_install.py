@@ -20,6 +20,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from . import processes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Versions other than constraints.txt's, at the lower ends of pyproject's ranges where a wheel
@@ -55,11 +57,12 @@ def _pip(python: Path, *args: str) -> subprocess.CompletedProcess:
     # The test session sets HF_HUB_OFFLINE for hearfuse; pip needs the environment as the user has it.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PIP_CONSTRAINT")}
     command = [str(python), "-m", "pip", "--disable-pip-version-check", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    return processes.run(command, timeout=900, env=env)
 
 
 def _embed(hearfuse: Path, config: Path, clip: Path, out: Path) -> dict[str, np.ndarray]:
-    subprocess.run([str(hearfuse), "embed", str(clip), "-m", str(config), "--out", str(out)], check=True, timeout=300)
+    command = [str(hearfuse), "embed", str(clip), "-m", str(config), "--out", str(out)]
+    processes.run(command, check=True, timeout=300, capture_output=False)
     with np.load(out / f"{clip.name}.npz") as data:
         return dict(data)
 
@@ -93,10 +96,8 @@ def test_pip_install_beside_other_versions_embeds_as_this_environment_does(tmp_p
     for key in ours:
         np.testing.assert_allclose(theirs[key], ours[key], rtol=1e-4, atol=1e-5, err_msg=key)
     # the published HEAR 2021 results ship inside the package (package data), not only in the source tree
-    shipped = subprocess.run(
+    shipped = processes.run(
         [str(venv / "bin" / "hearfuse"), "reference", "--model", "crepe", "--json"],
-        capture_output=True,
-        text=True,
         timeout=120,
         cwd=tmp_path,
     )

@@ -16,6 +16,8 @@ from hearfuse import hear2021, presets
 from hearfuse.evaluation import published as beside
 from hearfuse.evaluation.report import write_report
 
+from . import processes
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA = Path(hear2021.__file__).parent
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "hear2021"
@@ -219,9 +221,7 @@ def test_report_without_hear_tasks_has_no_comparison(tmp_path):
 
 
 def _reference(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hearfuse", "reference", *args], capture_output=True, text=True, timeout=120
-    )
+    return processes.run([sys.executable, "-m", "hearfuse", "reference", *args], timeout=120)
 
 
 def test_reference_prints_table_2_by_default():

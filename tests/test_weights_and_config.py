@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -22,7 +21,7 @@ from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.errors import ConfigError
 from hearfuse.upstream import WeightsNotFoundError, get_family, is_cached, is_offline
 
-from . import taskgen
+from . import processes, taskgen
 from .conftest import sine_batch
 
 
@@ -78,7 +77,7 @@ def test_missing_weights_and_no_network_is_one_line_at_once(tmp_path, command, s
     env |= {"HOME": str(tmp_path / "home"), "HF_ENDPOINT": _refusing_address()}
     program = [sys.executable] if command[0] == "-c" else [sys.executable, "-m", "hearfuse"]
     started = time.monotonic()
-    result = subprocess.run([*program, *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = processes.run([*program, *command], cwd=tmp_path, env=env, timeout=120)
     elapsed = time.monotonic() - started
     lines = result.stderr.strip().splitlines()
     assert result.returncode == status, result.stderr

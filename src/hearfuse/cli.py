@@ -10,11 +10,18 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .dtypes import DTYPE_NAMES, STORE_DTYPES, torch_dtype
+from .dtypes import DTYPE_CHOICES, STORE_DTYPES
 from .errors import UsageError
 
 # Only the standard library at import time: `hearfuse --help` must not wait for torch.
 DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # presets.DEFAULT_PRESET, written out so --help needs no torch
+
+
+_DTYPE_HELP = (
+    "precision the models run in: auto picks bfloat16 on a GPU or a CPU that runs it natively, float32 "
+    "elsewhere, and records the pick; a CPU that emulates the precision asked for is named in one line "
+    "(default: float32, the submissions' own)"
+)
 
 
 def _device(name: str | None) -> str:
@@ -136,7 +143,7 @@ def _embed(args: argparse.Namespace) -> int:
     else:
         from .model import FusionModel
 
-        model = FusionModel.from_config(config, device=_device(args.device), dtype=torch_dtype(args.dtype))
+        model = FusionModel.from_config(config, device=_device(args.device), dtype=args.dtype)
         summary = embed_files(model, args.inputs, out, **common)
     for failure in summary.failures:
         print(_printable(f"failed: {failure.relative}: {failure.reason}"), file=sys.stderr)
@@ -272,7 +279,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.embeddings and not (args.model and args.tasks):
         missing = "--tasks (the folder of task directories)" if args.model else "--model (a preset or config)"
         raise UsageError(f"embedding here needs both --model and --tasks; missing {missing}")
-    logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
+    logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
     results_dir = _writable_folder("--results", args.results).resolve()
     with contextlib.ExitStack() as stack:
         if args.ray is not None:
@@ -290,8 +297,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.embeddings:
             results = evaluate_embeddings(args.embeddings, settings, only=args.task or (), on_ray=on_ray)
         else:
-            dtype = torch_dtype(args.dtype)
-            results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=dtype, on_ray=on_ray)
+            results = evaluate(args.model, args.tasks, settings, only=args.task or (), dtype=args.dtype, on_ray=on_ray)
     markdown, chart = write_report(results_dir)
     print(Path(markdown).read_text())
     print(f"report: {markdown}, chart: {chart}")
@@ -336,7 +342,7 @@ def _layers(args: argparse.Namespace) -> int:
     from .evaluation.layers import analyse_layers, chosen_config, write_outputs
     from .evaluation.report import LAYERS_FOLDER
 
-    logging.basicConfig(level=logging.INFO, format="hearfuse: %(message)s")
+    logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
     if args.write_config and Path(args.write_config).suffix not in (".toml", ".json"):
         raise UsageError(f"--write-config {args.write_config}: expected a .toml or .json file name")
     if args.write_config:
@@ -351,7 +357,7 @@ def _layers(args: argparse.Namespace) -> int:
         settings,
         members=args.members or (),
         only=args.task or (),
-        dtype=torch_dtype(args.dtype),
+        dtype=args.dtype,
         learn_weights=bool(args.write_config) and args.choose == "learned",
     )
     markdown, table, pictures = write_outputs(config, analysed, args.probe, settings.results_dir)
@@ -421,7 +427,7 @@ def _evaluation_options(command: argparse.ArgumentParser, *, default_probe: str)
     command.add_argument(
         "--device", default=None, help="device for embedding and training (default: cuda when available)"
     )
-    command.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast precision of the models")
+    command.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help=_DTYPE_HELP)
     protocol = command.add_argument_group(
         "downstream protocol", "the defaults are the HEAR kit's; any other value is recorded and marked † in reports"
     )
@@ -493,12 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)"
     )
-    embed.add_argument(
-        "--dtype",
-        choices=DTYPE_NAMES,
-        default="float32",
-        help="autocast precision of the models; outputs are float32 (default: float32)",
-    )
+    embed.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help=_DTYPE_HELP + "; outputs are float32")
     embed.add_argument(
         "--store-dtype",
         choices=STORE_DTYPES,
@@ -739,8 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 1 some input failed (each recorded with its reason), 2 a usage error
     (one line on stderr). Anything else is a bug and shows its traceback."""
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(format="hearfuse: %(message)s")  # the library's warnings, one line each
     try:
         _settle_ray_address(args)
         return args.run(args)

@@ -41,7 +41,7 @@ import torch
 from .audio import AUDIO_EXTENSIONS, AudioError, AudioInfo, audio_info, load_each
 from .batching import plan_batches
 from .config import FusionConfig
-from .dtypes import STORE_DTYPES, torch_dtype
+from .dtypes import STORE_DTYPES, dtype_name, resolve_dtype, warn_if_emulated
 from .errors import UsageError
 from .files import PARTIAL_SUFFIX, write_partial, write_text_atomic
 from .model import FusionModel
@@ -420,6 +420,8 @@ class _Run:
     out_dir: Path
     kinds: tuple[str, ...]
     store_dtype: str
+    dtype: str  # the compute precision the model runs in
+    dtype_requested: str  # what the user asked for: the same, or "auto"
     manifest: Manifest
     summary: RunSummary = field(default_factory=RunSummary)
     stats: dict[InputFile, os.stat_result] = field(default_factory=dict)
@@ -447,6 +449,8 @@ class _Run:
                 "config_fingerprint": self.fingerprint,
                 "kinds": sorted(self.kinds),
                 "store_dtype": self.store_dtype,
+                "dtype": self.dtype,
+                "dtype_requested": self.dtype_requested,
                 "output": str(item.output) if status == "ok" else None,
                 "status": status,
                 "error": error,
@@ -494,6 +498,8 @@ def _prepare(
     kinds: Sequence[str],
     shard: tuple[int, int] | None,
     store_dtype: str,
+    dtype: str,
+    dtype_requested: str,
 ) -> tuple[_Run, list[tuple[InputFile, AudioInfo]]]:
     """Everything a run does before embedding: find the inputs, record the unusable ones, skip what a
     manifest shows done, read the headers of the rest."""
@@ -507,7 +513,8 @@ def _prepare(
     write_text_atomic(out_dir / f"config-{fingerprint}.json", json.dumps(config.to_dict(), indent=2))
     discovery = discover(inputs)
     previous = Manifest.load(out_dir)
-    run = _Run(config.name, fingerprint, out_dir, tuple(kinds), store_dtype, Manifest(out_dir, shard))
+    manifest = Manifest(out_dir, shard)
+    run = _Run(config.name, fingerprint, out_dir, tuple(kinds), store_dtype, dtype, dtype_requested, manifest)
     for entry in discovery.unusable:  # reported, never silently dropped
         if shard is None or in_shard(entry.relative, shard):
             run.record(
@@ -595,7 +602,8 @@ def embed_files(
 ) -> RunSummary:
     """Embed every input file into ``out_dir`` in this process (see the module docstring for the layout)."""
     started = time.perf_counter()
-    run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard, store_dtype)
+    dtype = dtype_name(model.autocast_dtype)
+    run, todo = _prepare(model.config, inputs, Path(out_dir), kinds, shard, store_dtype, dtype, model.dtype_requested)
     bar = _Progress(run, len(todo), progress)
 
     def write_and_settle(batch: list[tuple[InputFile, AudioInfo]], embedded: list) -> None:
@@ -641,7 +649,7 @@ class _EmbedWorker:
         store_dtype: str,
     ):
         torch.set_num_threads(threads)
-        self.model = FusionModel.from_config(config, device=device, dtype=torch_dtype(dtype) if dtype else None)
+        self.model = FusionModel.from_config(config, device=device, dtype=dtype)
         self.kinds, self.store_dtype = kinds, store_dtype
 
     def mixed_batch_limit(self) -> int:
@@ -681,7 +689,10 @@ def embed_files_on_ray(
     from .cluster import DECODE_CPUS, Placement
 
     started = time.perf_counter()
-    run, todo = _prepare(config, inputs, Path(out_dir).resolve(), kinds, shard, store_dtype)
+    requested = dtype or "float32"
+    dtype = dtype_name(resolve_dtype(requested, device))  # auto is decided here, for every worker alike
+    warn_if_emulated(dtype, device)  # said here: what the workers log stays on their machines
+    run, todo = _prepare(config, inputs, Path(out_dir).resolve(), kinds, shard, store_dtype, dtype, requested)
     placement = Placement(device, worker_cpus)
     decode = ray.remote(num_cpus=DECODE_CPUS, max_retries=3)(load_each)
     worker_class = ray.remote(max_restarts=-1, max_task_retries=2, **placement.options())(_EmbedWorker)

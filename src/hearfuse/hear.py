@@ -37,12 +37,14 @@ def load_model(
     model_file_path: str | Path | FusionConfig = "",
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     **preset_options,
 ) -> FusionModel:
     """Build a fused model from a preset name or a config file (HEAR's ``load_model``).
 
-    ``dtype=torch.bfloat16`` runs the members under autocast; outputs stay float32.
+    ``dtype=torch.bfloat16`` runs the members under autocast; outputs stay float32. ``dtype="auto"`` picks
+    bfloat16 on a GPU or CPU that runs it natively, float32 elsewhere (``model.autocast_dtype`` tells which);
+    a CPU that would emulate the precision asked for is named in one logged line, once per process.
     ``preset_options`` (``normalize``, ``crepe_frames``) select a preset's alternatives.
     """
     return FusionModel.from_config(resolve_config(model_file_path, **preset_options), device=device, dtype=dtype)

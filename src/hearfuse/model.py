@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FusionConfig, MemberConfig
-from .dtypes import DTYPE_NAMES, torch_dtype
+from .dtypes import DTYPE_NAMES, dtype_name, resolve_dtype, torch_dtype, warn_if_emulated
 from .errors import ConfigError, UsageError
 from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
@@ -163,15 +163,29 @@ class FusionModel(nn.Module):
         if dtype is not None and dtype not in [torch_dtype(name) for name in DTYPE_NAMES]:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype}")
         self.autocast_dtype = None if dtype in (None, torch.float32) else dtype
+        #: What was asked for: the precision's name, or "auto" when :meth:`from_config` picked it.
+        self.dtype_requested = dtype_name(dtype)
         if self.autocast_dtype is not None:
             cast_matmul_weights(self, self.autocast_dtype)
         self.eval()
 
     @classmethod
     def from_config(
-        cls, config: FusionConfig, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        cls,
+        config: FusionConfig,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
     ) -> "FusionModel":
-        """Load every member's weights (see :mod:`hearfuse.upstream.weights`) and build the model."""
+        """Load every member's weights (see :mod:`hearfuse.upstream.weights`) and build the model.
+
+        ``dtype``: a torch dtype, its name, or ``"auto"`` (bfloat16 where ``device`` runs it natively,
+        else float32; ``autocast_dtype`` tells what was picked). A reduced precision on a CPU that emulates
+        it is logged once, in one line, and used as asked.
+        """
+        requested = dtype
+        dtype = resolve_dtype(dtype, device)
+        warn_if_emulated(dtype, device)
         upstreams = {}
         for member in config.members:
             try:
@@ -181,6 +195,8 @@ class FusionModel(nn.Module):
             except ValueError as error:  # an option the registry's checks cannot see (e.g. a hop of 1/32 ms)
                 raise ConfigError(f"{config.name}: member {member.name!r}: {error}") from None
         model = cls(config, upstreams, dtype=dtype)
+        if requested == "auto":
+            model.dtype_requested = "auto"
         return model.to(device) if device is not None else model
 
     def train(self, mode: bool = True) -> "FusionModel":

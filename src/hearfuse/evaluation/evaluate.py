@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..config import FusionConfig
+from ..dtypes import dtype_name, resolve_dtype, warn_if_emulated
 from ..errors import UsageError
 from ..files import write_text_atomic
 from ..fusion.aggregation import LayerAggregation
@@ -74,13 +75,19 @@ def evaluate(
     settings: EvaluationSettings,
     *,
     only: Sequence[str] = (),
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     on_ray: bool = False,
 ) -> list[dict]:
     """Every model x task; a failing task is recorded as failed and the others go on. ``on_ray``: each
-    model x task is a task on the connected Ray cluster (:mod:`hearfuse.cluster`)."""
+    model x task is a task on the connected Ray cluster (:mod:`hearfuse.cluster`). ``dtype``: the models'
+    precision, a name or ``"auto"``, decided here for ``settings.device`` (every worker gets the same)."""
     task_paths = select_tasks(tasks_dir, tuple(only))
-    jobs = [job for ref in models for job in model_jobs(resolve_config(ref), task_paths, settings, dtype)]
+    picked = resolve_dtype(dtype, settings.device)
+    warn_if_emulated(picked, settings.device)  # said here: on Ray, what the workers log stays with them
+    if dtype == "auto":
+        log.info("--dtype auto: %s on %s", dtype_name(picked), settings.device)
+    requested = dtype_name(picked) if dtype != "auto" else "auto"
+    jobs = [job for ref in models for job in model_jobs(resolve_config(ref), task_paths, settings, picked, requested)]
     return execute(jobs, settings, on_ray)
 
 
@@ -89,11 +96,13 @@ def model_jobs(
     task_paths: list[Path],
     settings: EvaluationSettings,
     dtype: torch.dtype | None,
+    dtype_requested: str | None = None,
     compute: Callable[[Task], dict] | None = None,
 ) -> list[Callable[[], dict]]:
     """One model on every task; run in one process, the jobs share the model, loaded only when some
     result has to be computed. ``compute``: how a result is computed when it must be (default: embed
-    with a model built from ``config`` and score)."""
+    with a model built from ``config`` and score). ``dtype_requested``: recorded beside the precision
+    used ("auto" when it was picked)."""
     model: FusionModel | None = None
     key = embedding_key(config, dtype)
 
@@ -102,7 +111,7 @@ def model_jobs(
         load_task(task.path, read_headers=True)  # every bad audio file named before any work
         if model is None:
             model = FusionModel.from_config(config, device=settings.device, dtype=dtype)
-        return evaluate_task(model, task, settings)
+        return {**evaluate_task(model, task, settings), "dtype_requested": dtype_requested or dtype_name(dtype)}
 
     def identity(task: Task) -> dict:
         return {**key, "task": provenance.task_content(task), "audio": _audio_stamps(task)}

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import FusionConfig
+from ..dtypes import resolve_dtype
 from ..errors import UsageError
 from ..files import write_text_atomic
 from ..fusion.aggregation import LayerAggregation
@@ -76,12 +77,14 @@ def analyse_layers(
     *,
     members: Sequence[str] = (),
     only: Sequence[str] = (),
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     learn_weights: bool = False,
 ) -> tuple[FusionConfig, list[MemberLayers]]:
     """Probe every hidden state of every chosen member (default: all) on every task; with
-    ``learn_weights``, also learn each member's layer weights (:func:`learn_layer_weights`)."""
+    ``learn_weights``, also learn each member's layer weights (:func:`learn_layer_weights`). ``dtype``: a
+    precision, its name or ``"auto"`` (decided once, for ``settings.device``)."""
     config = resolve_config(model_ref)
+    dtype = resolve_dtype(dtype, settings.device)
     names = [m.name for m in config.members]
     unknown = [name for name in members if name not in names]
     if unknown:
@@ -130,7 +133,7 @@ def _member_jobs(
 
         return compute
 
-    return [job for view in views for job in model_jobs(view, task_paths, settings, dtype, compute_with(view))]
+    return [job for view in views for job in model_jobs(view, task_paths, settings, dtype, compute=compute_with(view))]
 
 
 def best_state(results: list[list[dict]]) -> int | None:
