@@ -5,9 +5,9 @@ What it measures, for each model (default CREPE tiny, then CREPE full, real weig
 
 - **model only**: ``FusionModel.embed_each`` on the very batches ``hearfuse embed`` plans
   (``batching.plan_batches``), from audio decoded beforehand: the ceiling;
-- **one process**: ``corpus.embed_files`` (discovery, headers, decoding + resampling, the model,
+- **one process**: ``collection.writer.embed_files`` (discovery, headers, decoding + resampling, the model,
   atomic writes, the manifest), model already loaded;
-- **Ray**: ``corpus.embed_files_on_ray`` on a local cluster of this machine's CPUs, started
+- **Ray**: ``collection.ray_writer.embed_files_on_ray`` on a local cluster of this machine's CPUs, started
   beforehand (its start is reported apart); the model workers load the model inside the run, so
   that is included, as a user meets it;
 - the per-item costs a scaling estimate needs: decoding one file, the driver's work per file before
@@ -38,7 +38,10 @@ import torch
 from hearfuse.audio import AudioInfo, audio_info, load_audio, resample
 from hearfuse.batching import plan_batches
 from hearfuse.cluster import connect
-from hearfuse.corpus import Manifest, _batches, _prepare, embed_files, embed_files_on_ray, write_output
+from hearfuse.collection.layout import read_manifests
+from hearfuse.collection.ray_writer import embed_files_on_ray
+from hearfuse.collection.run import prepare_run, wanted_identity
+from hearfuse.collection.writer import embed_files, plan_run_batches, write_output
 from hearfuse.hear import resolve_config
 from hearfuse.model import FusionModel
 
@@ -96,15 +99,16 @@ def driver_costs(config, folder: Path, scratch: Path, batch_seconds: float) -> t
     renaming it into place, and its share of the batch's manifest append with fsync)."""
     out = scratch / "driver"
     started = time.perf_counter()
-    run, todo = _prepare(config, [folder], out, ("timestamp", "scene"), None)
+    wanted = wanted_identity(config, "float32", "float32", ("timestamp", "scene"))
+    run, todo = prepare_run(config, [folder], out, wanted, dtype_requested="float32")
     prepare = (time.perf_counter() - started) / len(todo)
     arrays = {"scene_embedding": np.zeros(2048, np.float32)}
     started = time.perf_counter()
-    for batch in _batches(todo, batch_seconds, 0):
+    for batch in plan_run_batches(todo, batch_seconds, 0):
         run.settle(batch, [write_output(out / item.output, arrays) for item, _ in batch])
     commit = (time.perf_counter() - started) / len(todo)
     run.close()
-    assert len(Manifest.load(out)) == len(todo)
+    assert len(read_manifests(out)) == len(todo)
     return prepare, commit
 
 

@@ -10,7 +10,7 @@ What it measures, on a folder of ``--files`` clips whose durations are drawn uni
 - **model only, equal lengths**: the same clips in the batches planned before mixed-length
   batching (only clips of identical length together: here nearly every clip alone; cuDNN
   autotuning off, as its docstring advises for all-different lengths);
-- **one process**: ``corpus.embed_files`` (headers, decoding in threads ahead of the model, the
+- **one process**: ``collection.writer.embed_files`` (headers, decoding in threads ahead of the model, the
   model, atomic writes and the manifest in a thread behind it), model already loaded, timestamp
   and scene embeddings written (about 9.5 MB per 15 s file for ``fusion_cat_xwc``); its share of
   "model only, mixed" is the pipeline's efficiency (target on a GPU: at least 80 %).
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hearfuse.corpus import embed_files
+from hearfuse.collection.writer import embed_files
 
 from ._env import DTYPES, environment, machine, write_results
 from .architectures import random_fusion_model, weights_label

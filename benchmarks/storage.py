@@ -3,7 +3,7 @@
 ``table``: bytes per audio hour of every preset's ``hearfuse embed`` output at each store dtype, for
 10-s files: frames per hour (the preset's hop) x (timestamp width x bytes + 4 bytes of timestamp),
 plus per file the scene embedding and the ``.npz`` container's own bytes. The container overhead and
-the formula are checked against real ``.npz`` files written by :func:`hearfuse.corpus.write_output`
+the formula are checked against real ``.npz`` files written by :func:`hearfuse.collection.writer.write_output`
 from the CREPE presets' real embeddings of a 10-s clip.
 
 ``probe``: every task of an offline suite scored with the same probe on the model's cached
@@ -32,14 +32,14 @@ import torch
 
 import hearfuse
 from hearfuse import presets
-from hearfuse.corpus import embed_files, write_output
-from hearfuse.embeddings import open_embeddings
+from hearfuse.collection.export import export
+from hearfuse.collection.reader import open_embeddings
+from hearfuse.collection.writer import embed_files, write_output
 from hearfuse.evaluation.evaluate import EvaluationSettings, embed_task, score_task
 from hearfuse.evaluation.formatting import metric_scale
 from hearfuse.evaluation.protocol import Protocol
 from hearfuse.evaluation.splits import from_cache
 from hearfuse.evaluation.tasks import load_task, select_tasks
-from hearfuse.export import export
 
 from ._env import environment, machine, write_results
 

@@ -1,10 +1,12 @@
 """Imports run one way: no cycles between hearfuse's modules (lazy imports inside functions included),
 and no module imports a layer above its own (upstream -> fusion -> config/model -> presets/hear ->
-corpus/evaluation -> cli)."""
+collection/evaluation -> cli). Reading an output folder costs no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import hearfuse
@@ -16,6 +18,7 @@ PACKAGE = Path(hearfuse.__file__).parent
 LAYERS = {
     "errors": 0,
     "dtypes": 0,
+    "identity": 0,
     "files": 0,
     "hear2021": 0,
     "audio": 1,
@@ -27,9 +30,7 @@ LAYERS = {
     "presets": 4,
     "hear": 4,
     "": 4,  # the package itself: the HEAR API re-exported
-    "corpus": 5,
-    "embeddings": 5,
-    "export": 5,
+    "collection": 5,
     "xares": 5,
     "evaluation": 5,
     "cluster": 5,
@@ -118,3 +119,13 @@ def _layer(module: str) -> int:
 def test_nothing_imports_a_layer_above_its_own():
     upward = [(m, t) for m, targets in _graph().items() for t in targets if _layer(t) > _layer(m)]
     assert upward == []
+
+
+def test_the_collection_layout_reader_and_export_import_without_torch():
+    """A reader of embeddings (a training job, a data loader worker) pays for numpy, not for torch and the model."""
+    code = (
+        "import sys, hearfuse.collection.layout, hearfuse.collection.reader, hearfuse.collection.export, "
+        "hearfuse.identity; print(sorted(m for m in ('torch', 'transformers', 'hearfuse.model') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

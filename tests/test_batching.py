@@ -13,8 +13,8 @@ from transformers import WavLMConfig, WavLMModel
 
 from hearfuse.audio import AudioInfo
 from hearfuse.batching import MIN_FILL, consecutive_batches, plan_batches
+from hearfuse.collection.writer import embed_files
 from hearfuse.config import FusionConfig, MemberConfig
-from hearfuse.corpus import embed_files
 from hearfuse.fusion.aggregation import LayerAggregation
 from hearfuse.model import FusionModel, zero_mean_unit_variance
 from hearfuse.upstream import get_family

@@ -17,7 +17,8 @@ import soundfile as sf
 import hearfuse
 from hearfuse.audio import AudioError, load_audio
 from hearfuse.batching import plan_batches
-from hearfuse.corpus import discover, embed_files, in_shard, parse_shard
+from hearfuse.collection.discovery import discover, in_shard, parse_shard
+from hearfuse.collection.writer import embed_files
 from hearfuse.errors import UsageError
 
 RATES = (8000, 22050, 44100, 48000)
@@ -234,7 +235,7 @@ def test_a_scan_reports_every_path_it_cannot_embed(tmp_path):
     short is a failure, not a shorter clip; nothing is dropped without a word."""
     import os
 
-    from hearfuse.corpus import embed_files
+    from hearfuse.collection.writer import embed_files
     from hearfuse.hear import load_model
 
     folder = tmp_path / "in"
@@ -318,7 +319,7 @@ def test_two_runs_side_by_side_on_one_output_folder_both_succeed_with_a_clean_ru
 def test_a_torn_manifest_line_loses_no_record_and_a_rerun_does_nothing(tmp_path):
     """A record cut short (full disk, crashed NFS client) is skipped; the next record starts on a new line
     and counts; a record that an older writer glued onto a torn line is still read."""
-    from hearfuse.corpus import Manifest
+    from hearfuse.collection.layout import read_manifests
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -331,10 +332,10 @@ def test_a_torn_manifest_line_loses_no_record_and_a_rerun_does_nothing(tmp_path)
     lines = manifest.read_text().splitlines()
     # the second record cut mid-way, then an old-style writer's record glued straight onto it
     manifest.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + lines[1])
-    assert set(Manifest.load(out)) == {"clip0.wav", "clip1.wav"}
+    assert set(read_manifests(out)) == {"clip0.wav", "clip1.wav"}
     manifest.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # now only torn
     summary = embed_files(model, [inputs], out, progress=False)
     assert summary.skipped == 1 and summary.embedded == 3  # clip1's record was lost with its line
-    assert manifest.read_text().count("\n") == 5 and set(Manifest.load(out)) == {f"clip{i}.wav" for i in range(4)}
+    assert manifest.read_text().count("\n") == 5 and set(read_manifests(out)) == {f"clip{i}.wav" for i in range(4)}
     rerun = embed_files(model, [inputs], out, progress=False)
     assert rerun.embedded == 0 and rerun.skipped == 4

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 import hearfuse
 from hearfuse.cli import main
-from hearfuse.corpus import embed_files
-from hearfuse.embeddings import collate_frames
+from hearfuse.collection.reader import collate_frames
+from hearfuse.collection.writer import embed_files
 from hearfuse.errors import UsageError
 
 from .test_corpus import _config as crepe_config

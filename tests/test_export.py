@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import hearfuse
-from hearfuse import export as export_module
 from hearfuse.cli import main
-from hearfuse.corpus import embed_files
+from hearfuse.collection import export as export_module
+from hearfuse.collection.export import export, parse_size
+from hearfuse.collection.writer import embed_files
 from hearfuse.errors import UsageError
-from hearfuse.export import export, parse_size
 
 from . import processes
 from .test_embeddings import crepe_tiny, write_tones
@@ -108,16 +108,17 @@ def test_an_export_killed_midway_then_rerun_gives_the_uninterrupted_result(embed
         reference, killed = tmp_path / f"{to}-reference", tmp_path / f"{to}-killed"
         assert main(["export", str(embedded), "--to", to, str(reference), "--shard-files", "1", "-q"]) == 0
         script = textwrap.dedent(f"""
-            import os, signal, sys
-            from hearfuse import export, cli
-            original = export._write_{to}
-            def dying(handle, shard, **kwargs):
+            import dataclasses, os, signal, sys
+            from hearfuse import cli
+            from hearfuse.collection import export
+            original = export.FORMATS["{to}"]
+            def dying(handle, shard, writing):
                 if shard.first == 2:
                     handle.write(b"half a shard")
                     handle.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
-                return original(handle, shard, **kwargs)
-            export._write_{to} = dying
+                return original.write(handle, shard, writing)
+            export.FORMATS["{to}"] = dataclasses.replace(original, write=dying)
             args = ["export", {str(embedded)!r}, "--to", "{to}", {str(killed)!r}, "--shard-files", "1", "-q"]
             sys.exit(cli.main(args))
         """)

@@ -24,7 +24,8 @@ import pytest
 import soundfile as sf
 
 from hearfuse.cluster import check_cluster
-from hearfuse.corpus import embed_files, embed_files_on_ray
+from hearfuse.collection.ray_writer import embed_files_on_ray
+from hearfuse.collection.writer import embed_files
 from hearfuse.errors import UsageError
 from hearfuse.hear import resolve_config
 from hearfuse.model import FusionModel
@@ -117,9 +118,11 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def _final_records(out: Path) -> dict[str, dict]:
-    from hearfuse.corpus import Manifest
+    import dataclasses
 
-    return Manifest.load(out)
+    from hearfuse.collection.layout import read_manifests
+
+    return {path: dataclasses.asdict(record) for path, record in read_manifests(out).items()}
 
 
 def _ok_records(out: Path) -> list[str]:

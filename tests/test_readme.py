@@ -52,7 +52,7 @@ def test_using_the_embeddings_example_runs_on_a_real_embed_folder(tmp_path, monk
     import pytest
     import soundfile as sf
 
-    from hearfuse.corpus import embed_files
+    from hearfuse.collection.writer import embed_files
 
     for index, label in enumerate(["cat", "dog"] * 3):
         t = np.arange(8000 + 1600 * index) / 16000

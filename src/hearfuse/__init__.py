@@ -15,7 +15,7 @@ _EXPORTS = {
     "FusionConfig": "config",
     "MemberConfig": "config",
     "LayerAggregation": "fusion.aggregation",
-    "open_embeddings": "embeddings",
+    "open_embeddings": "collection.reader",
     "get_scene_embeddings": "hear",
     "get_timestamp_embeddings": "hear",
     "load_model": "hear",

@@ -104,13 +104,19 @@ _EPILOG_EMBED = """examples:
   hearfuse embed corpus/ --model crepe --out emb/ --ray                  # a Ray cluster on this machine
   hearfuse embed /shared/corpus --model crepe --out /shared/emb --ray 10.0.0.1:6379
 
-Rerunning the same command resumes: finished files are skipped, failed ones retried.
-Exit status: 0 when every file was embedded (or already was), 1 when any failed, 2 on usage errors."""
+Rerunning the same command resumes: files embedded the same way (config, --dtype, embedding code version,
+--store-dtype, kinds) are skipped, the others embedded again with one line per cause saying why, failed ones
+retried. Exit status: 0 when every file was embedded (or already was), 1 when any failed, 2 on usage errors."""
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .corpus import embed_files, parse_shard
+    import logging
+
+    from .collection.discovery import parse_shard
+    from .collection.writer import embed_files
     from .hear import resolve_config
+
+    logging.getLogger("hearfuse").setLevel(logging.INFO)  # why files done before are embedded again
 
     shard = parse_shard(args.shard) if args.shard is not None else None
     out = _writable_folder("--out", args.out)
@@ -124,10 +130,11 @@ def _embed(args: argparse.Namespace) -> int:
         shard=shard,
         store_dtype=args.store_dtype,
         progress=not args.quiet,
+        reuse_other_code=args.reuse_other_code,
     )
     if args.ray is not None:
         from .cluster import cluster_device, connect
-        from .corpus import embed_files_on_ray
+        from .collection.ray_writer import embed_files_on_ray
 
         with connect(args.ray):
             summary = embed_files_on_ray(
@@ -156,13 +163,14 @@ _EPILOG_EXPORT = """examples:
   hearfuse export emb/ --to webdataset emb-wds/ --shard-size 500MB
   hearfuse export emb/ --to parquet half/ --dtype float16 --config crepe
 
-Rerunning the same command resumes: complete shards whose inputs are unchanged are kept.
-Exit status: 0 when every current record was exported, 2 on usage errors."""
+Rerunning the same command resumes: complete shards whose inputs are unchanged are kept. An input whose
+embeddings cannot be read is left out and named. Exit status: 0 when every current record was exported,
+1 when some could not be read, 2 on usage errors."""
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .embeddings import open_embeddings
-    from .export import export, parse_size
+    from .collection.export import export, parse_size
+    from .collection.reader import open_embeddings
 
     folder = open_embeddings(args.out, config=args.config, dtype=args.dtype)
     shard_bytes = parse_size(args.shard_size)
@@ -174,11 +182,14 @@ def _export(args: argparse.Namespace) -> int:
     )
     if folder.failed or folder.stale:
         print(
-            f"not exported: {len(folder.failed)} inputs that failed to embed, {folder.stale} records of other configs",
+            f"not exported: {len(folder.failed)} inputs that failed to embed, {folder.stale} records of other configs, "
+            "precisions or code versions",
             file=sys.stderr,
         )
+    for path, reason in summary.failed.items():
+        print(_printable(f"failed: {path}: {reason}"), file=sys.stderr)
     print(summary.line())
-    return 0
+    return 1 if summary.failed else 0
 
 
 def _preset_options(args: argparse.Namespace) -> dict:
@@ -515,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
         "batch where every member allows it (layer-norm front ends, CREPE), else equal lengths only (default: 60)",
     )
     embed.add_argument("--shard", metavar="I/N", help="process only shard I of N (1-based), for parallel jobs")
+    embed.add_argument(
+        "--reuse-other-code",
+        action="store_true",
+        help="keep files embedded by another version of the embedding code instead of embedding them again "
+        "(recorded in the manifest; by default a new code version embeds again, saying why)",
+    )
     embed.add_argument("--normalize", choices=("none", "checkpoint"), help="preset option: waveform normalisation")
     embed.add_argument("--crepe-frames", choices=("paper", "reference"), help="preset option: CREPE framing")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

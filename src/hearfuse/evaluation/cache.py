@@ -33,10 +33,12 @@ import torch
 from ..audio import AudioError, audio_info, load_audio
 from ..batching import consecutive_batches
 from ..config import FusionConfig
+from ..dtypes import dtype_name
 from ..files import write_text_atomic
 from ..fusion.aggregation import LayerAggregation
+from ..identity import EmbeddingIdentity
 from ..model import FusionModel
-from .provenance import digest, embedding_code_version, files_stamp
+from .provenance import digest, files_stamp
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,9 @@ class SplitEmbeddings:
 
 
 def embedding_key(config: FusionConfig, dtype: torch.dtype | None = None) -> dict:
-    """What a cached embedding of ``config`` under autocast ``dtype`` depends on besides its audio."""
-    return {
-        "config": config.fingerprint(),
-        "dtype": str(dtype or torch.float32).removeprefix("torch."),
-        "embedding_code": embedding_code_version(),
-    }
+    """What a cached embedding of ``config`` under autocast ``dtype`` depends on besides its audio: the
+    identity rule every reuse of embeddings follows (:mod:`hearfuse.identity`)."""
+    return EmbeddingIdentity(config.fingerprint(), dtype_name(dtype)).cache_key()
 
 
 def split_dir(cache_root: Path, key: dict, task: Task, split: str) -> Path:

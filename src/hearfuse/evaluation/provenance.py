@@ -2,7 +2,8 @@
 
 A stored number is reused only when everything that could change it is the same: the config's
 numeric content (:meth:`~hearfuse.config.FusionConfig.fingerprint`: not its name, not
-performance-only options), the autocast dtype, the embedding code, the task's metadata, labels and
+performance-only options), the autocast dtype, the embedding code's version
+(:data:`~hearfuse.identity.EMBEDDING_VERSION`), the task's metadata, labels and
 split files, the audio (names, sizes, modification times) and, for results, the downstream protocol.
 """
 
@@ -10,41 +11,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..identity import PARTS, change
 from .tasks import Task
 
-#: Modules whose code computes embedding values; any edit to them makes cached embeddings stale.
-_EMBEDDING_CODE = ("upstream", "fusion", "model.py", "audio.py")
-
+#: Each provenance key in words; the embedding identity's parts say it as the identity does.
 _WHAT = {
-    "config": "the model config's numeric content",
-    "dtype": "the dtype",
-    "embedding_code": "the embedding code",
+    "config": PARTS["config"],
+    "dtype": PARTS["dtype"],
+    "embedding_code": PARTS["code"],
     "task": "the task's metadata, vocabulary or split files",
     "audio": "the task's audio files",
     "embeddings": "the embedding files",
     "protocol": "the downstream protocol",
 }
+_IDENTITY_PARTS = {"config": "config", "dtype": "dtype", "embedding_code": "code"}
 
 
 def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def embedding_code_version() -> str:
-    """Hash of the source of every module on the embedding path (upstream families, fusion, model,
-    audio decoding): derived, not maintained by hand, so no edit can be forgotten."""
-    package = Path(__file__).resolve().parent.parent
-    hasher = hashlib.sha256()
-    for entry in _EMBEDDING_CODE:
-        target = package / entry
-        for source in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            hasher.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes() + b"\0")
-    return hasher.hexdigest()[:16]
 
 
 def task_content(task: Task) -> str:
@@ -69,9 +56,10 @@ def changes(stored: Mapping[str, Any] | None, current: Mapping[str, Any]) -> lis
     reasons = []
     for key, value in current.items():
         if stored.get(key) != value:
+            if key in _IDENTITY_PARTS:
+                reasons.append(change(_IDENTITY_PARTS[key], stored.get(key), value))
+                continue
             what = _WHAT.get(key, key)
-            if key == "dtype":
-                what += f" ({stored.get(key)} -> {value})"
             if isinstance(value, Mapping) and isinstance(stored.get(key), Mapping):
                 changed = sorted(k for k in set(value) | set(stored[key]) if value.get(k) != stored[key].get(k))
                 what += f" ({', '.join(changed)})"

@@ -2,8 +2,11 @@
 
 :func:`open_embeddings` reads an output folder through its manifests (``manifest.jsonl`` and the
 ``manifest-shard-*`` files of ``--shard`` jobs) and keeps the *current* records only: the latest
-record of each input, embedded (status ``ok``) by one config. Records of other configs are stale
-(counted, never mixed in); failed inputs and aliases are listed with their reasons.
+record of each input, embedded (status ``ok``) the same way (:mod:`hearfuse.identity`: one config,
+one compute precision, one code version, one store precision). Records made another way are stale
+(counted, never mixed in unless asked); failed inputs and aliases are listed with their reasons.
+
+Importing it does not import torch; :class:`FrameDataset` hands out tensors, importing torch then.
 
 >>> folder = hearfuse.open_embeddings("emb/")                       # doctest: +SKIP
 >>> paths, X = folder.scene_matrix()                                # (N, D), no frame sequence read
@@ -16,15 +19,17 @@ import collections
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from .config import FusionConfig
-from .corpus import Manifest, record_store_dtype, stored_array
-from .errors import UsageError
+from ..config import FusionConfig
+from ..errors import UsageError
+from ..identity import EmbeddingIdentity
+from .layout import MANIFEST_GLOB, ManifestRecord, config_file, read_manifests, stored_array
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,16 @@ class EmbeddingRecord:
     source: str  # the input file as it was named when embedded
     file: Path  # its .npz
     duration: float | None  # seconds
-    kinds: tuple[str, ...]
-    store_dtype: str
+    identity: EmbeddingIdentity  # how its embeddings were made and stored
     dtype: np.dtype | None = None  # what the arrays are returned as (None: as stored)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.identity.kinds
+
+    @property
+    def store_dtype(self) -> str:
+        return self.identity.store_dtype
 
     def arrays(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The named arrays of the ``.npz`` (default: all); a member not asked for is never read."""
@@ -86,7 +98,7 @@ class EmbeddingFolder:
         self.model = model
         self.failed = failed  # input path -> why it could not be embedded
         self.aliases = aliases  # input path -> the path it is embedded under
-        self.stale = stale  # embedded records of other configs, not returned
+        self.stale = stale  # embedded records made another way, not returned
         self._by_path = {record.path: record for record in records}
         self._by_source = {record.source: record for record in records}
 
@@ -133,7 +145,14 @@ class EmbeddingFolder:
         """The fusion config the embeddings were made with (``config-<fingerprint>.json``)."""
         if self.fingerprint is None:
             raise UsageError(f"{self.root}: nothing is embedded there")
-        return FusionConfig.load(self.root / f"config-{self.fingerprint}.json")
+        return FusionConfig.load(config_file(self.root, self.fingerprint))
+
+    @property
+    def identity(self) -> EmbeddingIdentity | None:
+        """How the selection's embeddings were made and stored (kinds aside); None when ``mix=True`` took
+        several ways (each record's ``identity`` says its own)."""
+        ways = {dataclasses.replace(record.identity, kinds=()) for record in self.records}
+        return next(iter(ways)) if len(ways) == 1 else None
 
     @property
     def dim(self) -> int:
@@ -194,11 +213,14 @@ class FrameBatch(NamedTuple):
     @property
     def mask(self) -> torch.Tensor:
         """``(B, T_max)`` True on real frames."""
+        import torch
+
         return torch.arange(self.embeddings.shape[1])[None, :] < self.lengths[:, None]
 
 
-class FrameDataset(Dataset):
-    """Item ``i``: ``(timestamp_embeddings (T, D), timestamps (T,) ms, input path)`` of the i-th file."""
+class FrameDataset:
+    """Item ``i``: ``(timestamp_embeddings (T, D), timestamps (T,) ms, input path)`` of the i-th file: a
+    map-style dataset for :class:`torch.utils.data.DataLoader`."""
 
     def __init__(self, records: Sequence[EmbeddingRecord], dtype: np.dtype | None = None):
         self.records = [record if dtype is None else dataclasses.replace(record, dtype=dtype) for record in records]
@@ -207,6 +229,8 @@ class FrameDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        import torch
+
         record = self.records[index]
         embeddings, timestamps = record.timestamp_embeddings()
         return torch.from_numpy(embeddings), torch.from_numpy(timestamps), record.path
@@ -214,6 +238,8 @@ class FrameDataset(Dataset):
 
 def collate_frames(items: Sequence[tuple[torch.Tensor, torch.Tensor, str]]) -> FrameBatch:
     """``DataLoader(..., collate_fn=collate_frames)``: sequences of different lengths padded with zeros."""
+    import torch
+
     lengths = torch.tensor([len(embeddings) for embeddings, _, _ in items], dtype=torch.int64)
     embeddings = torch.nn.utils.rnn.pad_sequence([item[0] for item in items], batch_first=True)
     timestamps = torch.nn.utils.rnn.pad_sequence([item[1] for item in items], batch_first=True)
@@ -221,71 +247,92 @@ def collate_frames(items: Sequence[tuple[torch.Tensor, torch.Tensor, str]]) -> F
 
 
 def open_embeddings(
-    out_dir: str | Path, *, config: str | FusionConfig | None = None, dtype: str | np.dtype | None = None
+    out_dir: str | Path,
+    *,
+    config: str | FusionConfig | None = None,
+    compute_dtype: str | None = None,
+    mix: bool = False,
+    dtype: str | np.dtype | None = None,
 ) -> EmbeddingFolder:
     """The current embeddings in ``out_dir`` (a folder written by ``hearfuse embed``).
 
-    ``config`` chooses among the configs a folder holds embeddings of (a fingerprint or its first
-    characters, a model name, or a :class:`FusionConfig`); a folder holding several is an error that
-    names them unless one is chosen. ``dtype``: return arrays in this precision (default: as stored;
-    timestamps are float32 either way).
+    A selection holds embeddings made one way only (:mod:`hearfuse.identity`). ``config`` chooses among
+    the configs a folder holds (a fingerprint or its first characters, a model name, or a
+    :class:`FusionConfig`), ``compute_dtype`` among the precisions they were computed in; a folder that
+    holds several ways is an error naming each, unless one is chosen or ``mix=True`` takes every way of
+    the one config (each record still says how it was made). ``dtype``: return arrays in this precision
+    (default: as stored, the widest when records were stored in several; timestamps are float32 either way).
     """
     root = Path(out_dir).expanduser()
     if not root.is_dir():
         raise UsageError(f"{out_dir}: no such folder; expected the --out folder of hearfuse embed")
-    if not any(root.glob("manifest*.jsonl")):
+    if not any(root.glob(MANIFEST_GLOB)):
         raise UsageError(f"{out_dir}: no manifest.jsonl there; expected the --out folder of hearfuse embed")
-    latest = Manifest.load(root)
-    embedded = [record for record in latest.values() if record.get("status") == "ok" and record.get("output")]
-    counts = collections.Counter(record.get("config_fingerprint") for record in embedded)
-    models = {record.get("config_fingerprint"): record.get("model") for record in embedded}
-    chosen = _choose(root, counts, models, config)
+    latest = read_manifests(root)
+    embedded = [record for record in latest.values() if record.embedded]
+    chosen = _choose(root, embedded, config, compute_dtype, mix)
     target = None if dtype is None else np.dtype(dtype)
     records = sorted(
         (
             EmbeddingRecord(
-                path=record["path"],
-                source=str(record.get("source") or record["path"]),
-                file=root / record["output"],
-                duration=record.get("duration"),
-                kinds=tuple(record.get("kinds") or ()),
-                store_dtype=record_store_dtype(record),
+                path=record.path,
+                source=str(record.source or record.path),
+                file=root / str(record.output),
+                duration=record.duration,
+                identity=record.identity,
                 dtype=target,
             )
-            for record in embedded
-            if record.get("config_fingerprint") == chosen
+            for record in chosen
         ),
         key=lambda record: record.path,
     )
     return EmbeddingFolder(
         root,
         records,
-        chosen,
-        models.get(chosen),
-        failed={path: r.get("error", "") for path, r in sorted(latest.items()) if r.get("status") == "failed"},
-        aliases={
-            path: r["alias_of"]
-            for path, r in sorted(latest.items())
-            if r.get("status") == "alias" and r.get("alias_of")
-        },
+        chosen[0].config_fingerprint if chosen else None,
+        chosen[0].model if chosen else None,
+        failed={path: r.error for path, r in sorted(latest.items()) if r.status == "failed"},
+        aliases={path: r.alias_of for path, r in sorted(latest.items()) if r.status == "alias" and r.alias_of},
         stale=len(embedded) - len(records),
         dtype=target,
     )
 
 
-def _choose(root: Path, counts: collections.Counter, models: dict, config: str | FusionConfig | None) -> str | None:
-    """The fingerprint whose records are current."""
+def _way(record: ManifestRecord) -> EmbeddingIdentity:
+    """How a record's embeddings were made and stored, kinds aside (a folder may mix ``--kind`` runs)."""
+    return dataclasses.replace(record.identity, kinds=())
+
+
+def _choose(
+    root: Path,
+    embedded: list[ManifestRecord],
+    config: str | FusionConfig | None,
+    compute_dtype: str | None,
+    mix: bool,
+) -> list[ManifestRecord]:
+    """The records of the one way (or, with ``mix``, the one config) chosen."""
+    models = {record.config_fingerprint: record.model for record in embedded}
+    ways = collections.Counter(_way(record) for record in embedded)
+    held = "; ".join(f"{way.describe()} ({models[way.config]}, {count} files)" for way, count in ways.most_common())
     if isinstance(config, FusionConfig):
         config = config.fingerprint()
-    held = ", ".join(
-        f"{fingerprint} ({models[fingerprint]}, {count} files)" for fingerprint, count in counts.most_common()
-    )
-    if config is None:
-        if len(counts) > 1:
-            raise UsageError(f"{root} holds embeddings of {len(counts)} configs: {held}; choose one (config=...)")
-        return next(iter(counts), None)
-    matches = [fp for fp in counts if fp.startswith(config) or models[fp] == config]
-    if len(matches) != 1:
-        why = "matches none" if not matches else "matches several"
-        raise UsageError(f"config {config!r} {why} of the configs embedded in {root}: {held or 'none'}")
-    return matches[0]
+    if config is not None:
+        matches = {fp for fp in models if fp is not None and (fp.startswith(config) or models[fp] == config)}
+        if len(matches) != 1:
+            why = "matches none" if not matches else "matches several"
+            raise UsageError(f"config {config!r} {why} of the configs embedded in {root}: {held or 'none'}")
+        embedded = [record for record in embedded if record.config_fingerprint in matches]
+    if compute_dtype is not None:
+        embedded = [record for record in embedded if record.dtype == compute_dtype]
+        if not embedded:
+            raise UsageError(f"nothing in {root} was computed in {compute_dtype}: {held or 'nothing embedded'}")
+    remaining = collections.Counter(_way(record) for record in embedded)
+    configs = {way.config for way in remaining}
+    if len(configs) > 1 or (len(remaining) > 1 and not mix):
+        kind = "configs" if len(configs) > 1 else "ways"
+        count = len(configs) if len(configs) > 1 else len(remaining)
+        raise UsageError(
+            f"{root} holds embeddings of {count} {kind}: {held}; choose one (config=..., compute_dtype=...)"
+            + ("" if len(configs) > 1 else " or take them together with mix=True")
+        )
+    return embedded
