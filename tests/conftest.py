@@ -67,6 +67,63 @@ def _save_tiny(root: Path, key: str) -> Path:
     return directory
 
 
+def save_tiny_feature_encoders(root: Path) -> dict[str, str]:
+    """Tiny random Whisper encoder, w2v-BERT 2.0 and AST checkpoints with their feature extractors."""
+    import transformers
+
+    torch.manual_seed(0)
+    made = {
+        "whisper": (
+            transformers.WhisperModel(
+                transformers.WhisperConfig(
+                    d_model=16,
+                    encoder_layers=2,
+                    encoder_attention_heads=2,
+                    encoder_ffn_dim=32,
+                    decoder_layers=1,
+                    decoder_attention_heads=2,
+                    decoder_ffn_dim=32,
+                    num_mel_bins=80,
+                )
+            ),
+            transformers.WhisperFeatureExtractor(feature_size=80),
+        ),
+        "wav2vec2_bert": (
+            transformers.Wav2Vec2BertModel(
+                transformers.Wav2Vec2BertConfig(
+                    hidden_size=16,
+                    num_hidden_layers=3,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                    feature_projection_input_dim=160,
+                    output_hidden_size=16,
+                    conv_depthwise_kernel_size=3,
+                )
+            ),
+            transformers.SeamlessM4TFeatureExtractor(),
+        ),
+        "ast": (
+            transformers.ASTModel(
+                transformers.ASTConfig(
+                    hidden_size=16,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                    num_mel_bins=32,
+                    max_length=128,
+                )
+            ),
+            transformers.ASTFeatureExtractor(num_mel_bins=32, max_length=128),
+        ),
+    }
+    paths = {}
+    for family, (model, extractor) in made.items():
+        model.save_pretrained(root / family)
+        extractor.save_pretrained(root / family)
+        paths[family] = str(root / family)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Directories of tiny random checkpoints, one per family/front-end variant."""

@@ -147,6 +147,20 @@ def test_ray_outputs_equal_a_single_process_byte_for_byte(cluster, collection, r
     assert again.embedded == 0 and again.skipped == 17  # resumable exactly like a single process
 
 
+def test_a_rerun_on_ray_in_another_precision_embeds_again_and_says_why(cluster, collection, tmp_path, caplog):
+    import logging
+
+    config = resolve_config(CREPE_TINY)
+    first = embed_files_on_ray(config, [collection], tmp_path, workers=1, progress=False)
+    with caplog.at_level(logging.INFO, logger="hearfuse"):
+        again = embed_files_on_ray(config, [collection], tmp_path, workers=1, dtype="bfloat16", progress=False)
+    assert again.embedded == first.embedded and again.skipped == 0
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("hearfuse.collection")]
+    assert said == [f"embedding {first.embedded} files again: the dtype (float32 -> bfloat16) changed"]
+    ok = [record for record in _final_records(tmp_path).values() if record["status"] == "ok"]
+    assert {record["dtype"] for record in ok} == {"bfloat16"}
+
+
 def test_float16_storage_on_ray_equals_a_single_process(cluster, collection, tmp_path):
     single, on_ray = tmp_path / "single", tmp_path / "ray"
     model = FusionModel.from_config(resolve_config(CREPE_TINY))
