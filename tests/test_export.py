@@ -177,3 +177,87 @@ def test_destinations_and_sizes_that_are_refused(embedded, tmp_path, capsys):
     assert "500MB" in capsys.readouterr().err
     assert parse_size("500MB") == 500_000_000 and parse_size("1G") == 10**9 and parse_size("2048") == 2048
     assert parse_size("2GiB") == 2 * 2**30 and parse_size("64kib") == 65536 and parse_size("1.5 MB") == 1_500_000
+
+
+def _copy(out: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy
+
+
+@pytest.mark.parametrize("to", ["parquet", "webdataset"])
+def test_damaged_gone_and_unreadable_inputs_are_named_and_the_rest_exported(embedded, tmp_path, capsys, to):
+    out = _copy(embedded, tmp_path)
+    folder = hearfuse.open_embeddings(out)
+    (out / f"{folder.paths[0]}.npz").write_bytes(b"PK\x03\x04 cut short")  # damaged
+    (out / f"{folder.paths[1]}.npz").unlink()  # gone
+    dest = tmp_path / "dest"
+    assert main(["export", str(out), "--to", to, str(dest), "--shard-files", "1", "-q"]) == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 2 and any(folder.paths[0] in line for line in failed)
+    index = json.loads((dest / "export.json").read_text())
+    assert index["complete"] is True
+    exported = sum(shard["files"] for shard in index["shards"])
+    assert exported == len(folder) - 2
+    # a rerun keeps what is complete, names the same inputs again, and still exits 1
+    assert main(["export", str(out), "--to", to, str(dest), "--shard-files", "1", "-q"]) == 1
+    assert len([line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]) == 2
+
+
+def test_sizes_that_are_not_finite_and_an_unreadable_manifest_are_one_line(embedded, tmp_path, capsys):
+    for size in ("inf", "nan", "1e400GB"):
+        assert main(["export", str(embedded), "--to", "parquet", str(tmp_path / "p"), "--shard-size", size]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    out = _copy(embedded, tmp_path)
+    (out / "manifest-shard-1-of-2.jsonl").mkdir()  # a manifest that cannot be read as a file
+    assert main(["export", str(out), "--to", "parquet", str(tmp_path / "q")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "manifest-shard-1-of-2.jsonl" in error and "Traceback" not in error
+
+
+def test_input_names_that_are_not_utf8_are_exported_with_escapes(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_tones(tmp_path / "tones", [0.5])
+    name = os.fsdecode(b"caf\xe9.wav")
+    (inputs / name).write_bytes((tmp_path / "tones" / "tone0.wav").read_bytes())
+    out = tmp_path / "out"
+    embed_files(hearfuse.load_model(crepe_tiny(tmp_path)), [inputs], out, progress=False)
+    assert main(["export", str(out), "--to", "parquet", str(tmp_path / "pq"), "-q"]) == 0
+    (path,) = pq.read_table(next((tmp_path / "pq").glob("*.parquet"))).column("path").to_pylist()
+    assert path == "caf\\xe9.wav"
+
+
+def test_a_folder_whose_files_share_no_kind_is_refused(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    write_tones(inputs, [0.5, 0.6])
+    model = hearfuse.load_model(crepe_tiny(tmp_path))
+    out = tmp_path / "out"
+    embed_files(model, [inputs / "tone0.wav"], out, kinds=["scene"], progress=False)
+    embed_files(model, [inputs / "sub" / "tone1.wav"], out, kinds=["timestamp"], progress=False)
+    assert main(["export", str(out), "--to", "parquet", str(tmp_path / "pq")]) == 2
+    assert "no kind of embedding in common" in capsys.readouterr().err
+
+
+def test_the_old_dtype_spelling_still_works_and_says_it_is_store_dtype(embedded, tmp_path, capsys):
+    assert main(["export", str(embedded), "--to", "webdataset", str(tmp_path / "w"), "--dtype", "float16", "-q"]) == 0
+    assert "--dtype is now --store-dtype" in capsys.readouterr().err
+    sample = next(iter(wds.WebDataset(glob.glob(str(tmp_path / "w" / "*.tar")), shardshuffle=False).decode()))
+    assert sample["scene_embedding.npy"].dtype == np.float16
+
+
+def test_two_exports_into_one_folder_take_turns(embedded, tmp_path):
+    """Both succeed with the same shards: neither removes the other's files."""
+    dest = tmp_path / "dest"
+    command = [sys.executable, "-m", "hearfuse", "export", str(embedded), "--to", "webdataset", str(dest)]
+    command += ["--shard-files", "1", "-q"]
+    import subprocess
+
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    assert sorted(path.name for path in dest.glob("*.tar")) == [f"shard-{i:06d}.tar" for i in range(5)]
+    assert not list(dest.glob(".*.partial"))

@@ -35,9 +35,6 @@ from ..identity import UNVERSIONED, EmbeddingIdentity
 KINDS = ("timestamp", "scene")
 #: The arrays of each kind in an output ``.npz``.
 KIND_ARRAYS = {"timestamp": ("timestamp_embeddings", "timestamps"), "scene": ("scene_embedding",)}
-#: Precisions embeddings are stored in (``--store-dtype``); timestamps stay float32 (milliseconds of
-#: an hour-long file exceed float16's range).
-STORE_DTYPES = ("float32", "float16")
 
 MANIFEST_GLOB = "manifest*.jsonl"
 

@@ -17,11 +17,12 @@ from typing import Sequence
 from .. import __version__
 from ..audio import AudioError, AudioInfo, audio_info
 from ..config import FusionConfig
+from ..dtypes import STORE_DTYPES
 from ..errors import UsageError
 from ..files import write_text_atomic
 from ..identity import EMBEDDING_VERSION, EmbeddingIdentity
 from .discovery import InputFile, discover, in_shard
-from .layout import KINDS, STORE_DTYPES, Manifest, ManifestRecord, config_file, now, read_manifests
+from .layout import KINDS, Manifest, ManifestRecord, config_file, now, read_manifests
 
 log = logging.getLogger(__name__)
 
