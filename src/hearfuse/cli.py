@@ -14,7 +14,7 @@ from .dtypes import DTYPE_CHOICES, STORE_DTYPES
 from .errors import UsageError
 
 # Only the standard library at import time: `hearfuse --help` must not wait for torch.
-DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # presets.DEFAULT_PRESET, written out so --help needs no torch
+DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # catalogue.DEFAULT_PRESET, written out so --help needs no torch
 
 
 _DTYPE_HELP = (
@@ -191,9 +191,9 @@ def _preset_options(args: argparse.Namespace) -> dict:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from . import presets
+    from . import catalogue
 
-    rows = [presets.describe(presets.get(name)) for name in presets.names()]
+    rows = [catalogue.describe(catalogue.get(name)) for name in catalogue.names()]
     if args.available:
         print("\n".join(row["name"] for row in rows if row["weights_available"]))
         return 0
