@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import time
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -203,6 +204,30 @@ CREPE_MEMBER = {"name": "a", "family": "crepe", "checkpoint": "tiny"}
 def test_malformed_configs_say_what_is_wrong(data, message):
     with pytest.raises(ConfigError, match=message):
         FusionConfig.from_dict(data)
+
+
+def test_each_settings_choices_are_stated_once_and_checked_however_a_config_is_built():
+    """The Literal hint of a setting is where its values are stated: the checks take their choices from it."""
+    from hearfuse import config as config_module
+
+    for cls, table in ((FusionConfig, config_module._FUSION_FIELDS), (MemberConfig, config_module._MEMBER_FIELDS)):
+        hints = typing.get_type_hints(cls)
+        for name, option in table.items():
+            literal = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else None
+            assert option.choices == literal, f"{cls.__name__}.{name}"
+    crepe = MemberConfig("c", "crepe", "tiny")
+    with pytest.raises(ConfigError, match="combine must be one of cat, avg, got 'sum'"):
+        FusionConfig("x", (crepe,), combine="sum")
+    with pytest.raises(ConfigError, match="time_alignment must be one of stretch, timestamps, got 'nearest'"):
+        FusionConfig("x", (crepe,), time_alignment="nearest")
+    with pytest.raises(ConfigError, match="scene_groups must be >= 1, got 0"):
+        FusionConfig("x", (crepe,)).with_options(scene_groups=0)
+    with pytest.raises(ConfigError, match="member 'c': normalize must be one of none, checkpoint, always"):
+        MemberConfig("c", "crepe", "tiny", normalize="sometimes")
+    with pytest.raises(ConfigError, match="feature_alignment must be one of interpolate, none"):
+        FusionConfig.from_dict({"members": [CREPE_MEMBER], "feature_alignment": "pad"})
+    with pytest.raises(ValueError, match="preset 'crepe': crepe_frames must be one of paper, reference, got 'x'"):
+        catalogue.get("crepe", crepe_frames="x")
 
 
 @pytest.mark.parametrize(

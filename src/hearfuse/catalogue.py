@@ -25,13 +25,13 @@ so the imports run one way.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, get_args
 
 from . import hear2021
 from .config import FusionConfig, MemberConfig
 from .errors import UsageError
 from .fusion.aggregation import LayerAggregation
-from .upstream import get_family
+from .upstream import Option, get_family
 
 WAV2VEC2_LARGE = "facebook/wav2vec2-large-960h-lv60-self"
 HUBERT_XLARGE = "facebook/hubert-xlarge-ll60k"
@@ -83,6 +83,14 @@ PAPER_PRESETS: dict[str, FusionConfig] = {
     )
 }
 
+#: The better-founded alternatives a preset offers (:func:`get`), stated once: the hints and the checks.
+PresetNormalize = Literal["none", "checkpoint"]
+CrepeFrames = Literal["paper", "reference"]
+_ALTERNATIVES = {
+    "normalize": Option(str, choices=get_args(PresetNormalize)),
+    "crepe_frames": Option(str, choices=get_args(CrepeFrames)),
+}
+
 #: Preset the package-level ``load_model("")`` builds: the paper's proposed system.
 DEFAULT_PRESET = "fusion_cat_xwc"
 
@@ -94,8 +102,8 @@ def names() -> list[str]:
 def get(
     name: str,
     *,
-    normalize: Literal["none", "checkpoint"] = "none",
-    crepe_frames: Literal["paper", "reference"] = "paper",
+    normalize: PresetNormalize = "none",
+    crepe_frames: CrepeFrames = "paper",
 ) -> FusionConfig:
     """The config of preset ``name``, optionally with the better-founded alternatives.
 
@@ -108,10 +116,10 @@ def get(
         config = PAPER_PRESETS[name]
     except KeyError:
         raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PAPER_PRESETS)}") from None
-    if normalize not in ("none", "checkpoint"):
-        raise UsageError("normalize must be 'none' or 'checkpoint'")
-    if crepe_frames not in ("paper", "reference"):
-        raise UsageError("crepe_frames must be 'paper' or 'reference'")
+    for key, value in (("normalize", normalize), ("crepe_frames", crepe_frames)):
+        problem = _ALTERNATIVES[key].problem(value)
+        if problem:
+            raise UsageError(f"preset {name!r}: {key} {problem}")
     members = []
     for member in config.members:
         if member.family == "crepe" and crepe_frames == "reference":
