@@ -294,6 +294,14 @@ def test_preset_sizes_match_the_paper_code(name):
     assert (info["timestamp_embedding_size"], info["scene_embedding_size"]) == EXPECTED_SIZES[name]
 
 
+def test_described_hops_come_from_the_registry():
+    hops = {name: catalogue.describe(catalogue.get(name))["hop_ms"] for name in catalogue.names()}
+    assert hops == {name: 50.0 if name == "crepe" else 20.0 for name in catalogue.names()}
+    assert catalogue.describe(catalogue.get("crepe", crepe_frames="reference"))["hop_ms"] == 20.0
+    unlisted = FusionConfig("local", (MemberConfig("w", "wav2vec2", "/a/local/dir"),))
+    assert catalogue.describe(unlisted)["hop_ms"] is None  # only the loaded model knows
+
+
 def test_preset_members_and_layers():
     fusion = catalogue.get("fusion_cat_xwc")
     assert [(m.checkpoint, m.aggregation.mode) for m in fusion.members] == [

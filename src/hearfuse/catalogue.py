@@ -137,15 +137,15 @@ def get(
 
 
 def describe(config: FusionConfig) -> dict:
-    """Members, embedding sizes and hop of a config, from checkpoint metadata (no weights loaded)."""
+    """Members, embedding sizes and hop of a config, from the registry (no weights loaded); None where only
+    the loaded models know."""
     native = {}
     for member in config.members:
         family = get_family(member.family)
         info = family.checkpoints.get(member.checkpoint)
         native[member.name] = info.feature_dim if info else None
     reference = config.reference_member
-    known = get_family(reference.family).checkpoints.get(reference.checkpoint)
-    hop_ms = reference.options.get("hop_ms", 50.0) if reference.family == "crepe" else known.hop_ms if known else 20.0
+    frames = get_family(reference.family).frames(reference.checkpoint, reference.options)
     sizes = config.embedding_sizes(native) if None not in native.values() else (None, None)
     return {
         "name": config.name,
@@ -153,7 +153,7 @@ def describe(config: FusionConfig) -> dict:
         "combine": config.combine + (" interleaved" if config.interleave else ""),
         "timestamp_embedding_size": sizes[0],
         "scene_embedding_size": sizes[1],
-        "hop_ms": hop_ms,
+        "hop_ms": frames.hop_ms if frames else None,
         "tables": ", ".join(str(table) for table in hear2021.load().paper_tables_of(config.name.split("+")[0])),
         "weights_available": all(get_family(m.family).is_available(m.checkpoint) for m in config.members),
     }

@@ -17,8 +17,8 @@ import importlib.resources
 from pathlib import Path
 
 from .conv_forms import CONV_FORMS
-from .crepe_spec import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
-from .registry import CheckpointInfo, Family, Option, register_family
+from .crepe_spec import BASE_FILTERS, CAPACITIES, DEFAULT_FIRST_CENTER_MS, DEFAULT_HOP_MS, NUM_STATES, embedding_dim
+from .registry import CheckpointInfo, Family, FrameRule, Option, register_family
 from .weights import WeightsNotFoundError
 
 
@@ -79,6 +79,11 @@ def _is_available(checkpoint: str) -> bool:
         return False
 
 
+def _frames(checkpoint: str, options) -> FrameRule:
+    """CREPE frames are wherever its options put them, whatever the weights."""
+    return FrameRule(options.get("hop_ms", DEFAULT_HOP_MS), options.get("first_center_ms", DEFAULT_FIRST_CENTER_MS))
+
+
 CREPE = register_family(
     Family(
         name="crepe",
@@ -94,5 +99,6 @@ CREPE = register_family(
             # how the convolutions are computed (crepe_net's docstring); the outputs are the same
             "conv_form": Option(str, choices=CONV_FORMS, performance_only=True),
         },
+        frame_rule=_frames,
     )
 )
