@@ -11,7 +11,7 @@ from pathlib import Path
 from ..dtypes import DTYPE_CHOICES
 from ..errors import UsageError
 
-DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # presets.DEFAULT_PRESET, written out so --help needs no torch
+DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # catalogue.DEFAULT_PRESET, written out so --help needs no torch
 
 
 DTYPE_HELP = (
