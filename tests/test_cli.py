@@ -100,7 +100,7 @@ def test_help_answers_without_importing_torch():
     from hearfuse.evaluation.protocol import PROBES
 
     assert DEFAULT_PRESET_NAME == presets.DEFAULT_PRESET
-    # written out too, for the same reason: every probe of the protocol is a --probe choice
+    # read from the registry without torch: every registered probe is a --probe choice
     for probe in PROBES:
         assert build_parser().parse_args(["evaluate", "--probe", probe]).probe == probe
 
