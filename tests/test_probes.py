@@ -24,7 +24,8 @@ from hearfuse.evaluation.protocol import (
     Protocol,
     register_probe,
 )
-from hearfuse.evaluation.report import load_results, write_report
+from hearfuse.evaluation.report import write_report
+from hearfuse.evaluation.results import load_results
 
 from . import taskgen
 

@@ -37,6 +37,7 @@ from . import heareval_layout, metrics, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
 from .protocol import Fitted, ProbeFold, Protocol, Validator, aggregate, uses_scoring_for_early_stopping
+from .results import result_path
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -51,12 +52,6 @@ class EvaluationSettings:
     protocol: Protocol = field(default_factory=Protocol)
     batch_seconds: float = 60.0
     progress: bool = True
-
-
-def result_path(results_dir: Path, model_name: str, task_name: str, probe: str = "mlp") -> Path:
-    """``<model>/<task>.json`` for the kit's probe, ``<model>/<task>.<probe>.json`` for the others, so
-    results of different probes live side by side."""
-    return Path(results_dir) / model_name / (f"{task_name}.json" if probe == "mlp" else f"{task_name}.{probe}.json")
 
 
 def evaluate(

@@ -324,6 +324,10 @@ class Probe:
             for params in tqdm(grid, desc=f"grid {fold.task.name}", disable=not fold.progress)
         ]
 
+    def report_note(self, results: Sequence[dict]) -> str:
+        """What a report says under this probe's table of ``results``: markdown lines, or ''."""
+        return ""
+
     def describe(self, fitted: Fitted) -> dict:
         """A candidate as a result's ``grid`` lists it."""
         return {

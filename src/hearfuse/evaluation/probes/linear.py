@@ -3,7 +3,8 @@ refines around its best decade), each judged like any fit on validation."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import json
+from typing import Any, Mapping, Sequence
 
 from ..protocol import (
     L2_DECADES,
@@ -57,6 +58,26 @@ class LinearProbe(Probe):
 
     def describe(self, fitted) -> dict:
         return {**super().describe(fitted), "converged": fitted.converged}
+
+    def report_note(self, results: Sequence[dict]) -> str:
+        """Which definition of the linear probe produced the table's results (each result records it)."""
+        lines = []
+        recorded = (json.dumps((r.get("protocol") or {}).get("candidates")) for r in results)
+        for candidates in map(json.loads, dict.fromkeys(recorded)):
+            if isinstance(candidates, dict):
+                decades = candidates.get("l2_decades", [])
+                lines.append(
+                    f"Linear probe: {candidates.get('probe')}; L2 chosen on validation among {len(decades)} decades "
+                    f"({max(decades):g} to {min(decades):g}) refined around the best, solver tolerance "
+                    f"{candidates.get('tolerance'):g}.\n"
+                )
+            elif candidates is not None:
+                lines.append(
+                    "Some results are from the earlier linear probe (a linear layer trained with Adam, learning "
+                    f"rate chosen among {', '.join(f'{value:g}' for value in candidates)}): rerun `hearfuse "
+                    "evaluate --probe linear` to recompute them with the current definition.\n"
+                )
+        return "".join(lines)
 
 
 def _measure(fold: ProbeFold):
