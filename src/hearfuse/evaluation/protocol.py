@@ -213,7 +213,7 @@ class Protocol:
     #: validation: :data:`L2_DECADES` then :data:`L2_REFINEMENT` around the best) or ``knn`` (cosine k
     #: nearest neighbours, k chosen among :data:`KNN_KS` on validation; scene tasks only). ``grid_points``
     #: and ``max_epochs`` apply to ``mlp`` only.
-    probe: str = "mlp"
+    probe: str = KIT_PROBE
 
     def __post_init__(self) -> None:
         if (
