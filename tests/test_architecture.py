@@ -1,7 +1,8 @@
 """Imports run one way: no cycles between hearfuse's modules (lazy imports inside functions included), none
 between its packages (a package whose modules import a module that imports the package back is an arrow up, even
 when no two modules form a cycle), and no module imports a layer above its own (upstream -> fusion ->
-config/model -> catalogue -> hear -> presets -> collection/evaluation -> cli). Reading an output folder costs no torch."""
+config/model -> catalogue -> hear -> presets -> collection/evaluation -> cli). Reading an output folder costs
+no torch."""
 
 from __future__ import annotations
 

@@ -96,11 +96,12 @@ def test_help_answers_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     from hearfuse import catalogue
-    from hearfuse.cli import DEFAULT_PRESET_NAME, build_parser
+    from hearfuse.cli import build_parser
+    from hearfuse.cli.common import DEFAULT_PRESET_NAME
     from hearfuse.evaluation.protocol import PROBES
 
     assert DEFAULT_PRESET_NAME == catalogue.DEFAULT_PRESET
-    # written out too, for the same reason: every probe of the protocol is a --probe choice
+    # read from the registry without torch: every registered probe is a --probe choice
     for probe in PROBES:
         assert build_parser().parse_args(["evaluate", "--probe", probe]).probe == probe
 
