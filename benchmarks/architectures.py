@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from transformers import HubertConfig, HubertModel, PretrainedConfig, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model
 
-from hearfuse import presets
+from hearfuse import catalogue
 from hearfuse.model import FusionModel
 from hearfuse.upstream import TransformerUpstream, Upstream, get_family
 from hearfuse.upstream.crepe_net import CrepeNet, CrepeUpstream
@@ -117,9 +117,9 @@ def random_hubert_large(seed: int = 2) -> TransformerUpstream:
 
 #: Random full-size stand-in for each paper checkpoint the presets name.
 RANDOM_BUILDERS: dict[str, Callable[[], TransformerUpstream]] = {
-    presets.WAV2VEC2_LARGE: random_wav2vec2_large,
-    presets.HUBERT_XLARGE: random_hubert_xlarge,
-    presets.HUBERT_LARGE: random_hubert_large,
+    catalogue.WAV2VEC2_LARGE: random_wav2vec2_large,
+    catalogue.HUBERT_XLARGE: random_hubert_xlarge,
+    catalogue.HUBERT_LARGE: random_hubert_large,
 }
 
 
@@ -144,9 +144,9 @@ def crepe_upstream(capacity: str = "full", seed: int = 3, **options) -> CrepeUps
 def random_fusion_model(preset_name: str, dtype: torch.dtype | None = None, **preset_options) -> FusionModel:
     """A preset's :class:`FusionModel` with RANDOM full-size transformers and :func:`crepe_upstream` CREPE.
 
-    ``preset_options`` are passed to :func:`hearfuse.presets.get` (``normalize``, ``crepe_frames``).
+    ``preset_options`` are passed to :func:`hearfuse.catalogue.get` (``normalize``, ``crepe_frames``).
     """
-    config = presets.get(preset_name, **preset_options)
+    config = catalogue.get(preset_name, **preset_options)
     upstreams: dict[str, Upstream] = {}
     for member in config.members:
         if member.family == "crepe":

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from hearfuse.evaluation.formatting import metric_scale
-from hearfuse.evaluation.report import load_results, probe_of
+from hearfuse.evaluation.results import load_results, probe_of
 
 PROBES = ("mlp", "linear", "knn")
 

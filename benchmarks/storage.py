@@ -31,7 +31,7 @@ import soundfile as sf
 import torch
 
 import hearfuse
-from hearfuse import presets
+from hearfuse import catalogue
 from hearfuse.collection.export import export
 from hearfuse.collection.reader import open_embeddings
 from hearfuse.collection.writer import embed_files, write_output
@@ -82,8 +82,8 @@ def table() -> tuple[dict, str]:
     overhead = max(check["npz"] - check["payload"] for check in checks)
     files_per_hour = 3600 / FILE_SECONDS
     rows = []
-    for preset in presets.names():
-        described = presets.describe(presets.get(preset))
+    for preset in catalogue.names():
+        described = catalogue.describe(catalogue.get(preset))
         frames_per_hour = 3600 * 1000 / described["hop_ms"]
         row = {"preset": preset, "hop_ms": described["hop_ms"], "dims": [described["timestamp_embedding_size"]]}
         row["dims"].append(described["scene_embedding_size"])
@@ -111,7 +111,9 @@ def table() -> tuple[dict, str]:
 
 
 def probe(tasks: Path, model_ref: str, probe_name: str, results: Path) -> tuple[dict, str]:
-    config = hearfuse.FusionConfig.load(model_ref) if model_ref.endswith((".toml", ".json")) else presets.get(model_ref)
+    config = (
+        hearfuse.FusionConfig.load(model_ref) if model_ref.endswith((".toml", ".json")) else catalogue.get(model_ref)
+    )
     model = hearfuse.FusionModel.from_config(config)
     settings = EvaluationSettings(
         cache_dir=results / "embeddings", results_dir=results, protocol=Protocol(probe=probe_name), progress=False

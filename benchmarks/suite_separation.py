@@ -22,7 +22,7 @@ import argparse
 import math
 from pathlib import Path
 
-from hearfuse.evaluation.report import load_results
+from hearfuse.evaluation.results import load_results
 from hearfuse.evaluation.tasks import find_tasks, load_task
 
 ACCURACY_METRICS = {"top1_acc", "pitch_acc", "chroma_acc"}

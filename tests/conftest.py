@@ -134,9 +134,9 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_fusion_config(tiny_checkpoints):
     """The paper's fusion_cat_xwc recipe with tiny transformers and real CREPE tiny weights."""
-    from hearfuse import presets
+    from hearfuse import catalogue
 
-    config = presets.get("fusion_cat_xwc")
+    config = catalogue.get("fusion_cat_xwc")
     checkpoints = {
         "wav2vec2": str(tiny_checkpoints["wav2vec2"]),
         "hubert": str(tiny_checkpoints["hubert"]),

@@ -22,7 +22,7 @@ FUSIONS = ("fusion_cat_xwc", "fusion_cat_xwc_g", "avg_xw")
 
 
 def reference_outputs(root: Path) -> dict[str, np.ndarray]:
-    from hearfuse import presets
+    from hearfuse import catalogue
     from hearfuse.config import FusionConfig, MemberConfig
     from hearfuse.model import FusionModel
 
@@ -36,7 +36,7 @@ def reference_outputs(root: Path) -> dict[str, np.ndarray]:
         FusionConfig(key, (MemberConfig(key, family_of[key], checkpoint),)) for key, checkpoint in checkpoints.items()
     ]
     for name in FUSIONS:
-        preset = presets.get(name)
+        preset = catalogue.get(name)
         members = tuple(dataclasses.replace(m, checkpoint=checkpoints[m.family]) for m in preset.members)
         configs.append(preset.with_options(members=members))
     audio = sine_batch(2, 1.5)

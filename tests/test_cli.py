@@ -95,12 +95,13 @@ def test_help_answers_without_importing_torch():
     code = "import sys; from hearfuse.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-    from hearfuse import presets
-    from hearfuse.cli import DEFAULT_PRESET_NAME, build_parser
+    from hearfuse import catalogue
+    from hearfuse.cli import build_parser
+    from hearfuse.cli.common import DEFAULT_PRESET_NAME
     from hearfuse.evaluation.protocol import PROBES
 
-    assert DEFAULT_PRESET_NAME == presets.DEFAULT_PRESET
-    # written out too, for the same reason: every probe of the protocol is a --probe choice
+    assert DEFAULT_PRESET_NAME == catalogue.DEFAULT_PRESET
+    # read from the registry without torch: every registered probe is a --probe choice
     for probe in PROBES:
         assert build_parser().parse_args(["evaluate", "--probe", probe]).probe == probe
 

@@ -235,3 +235,108 @@ def test_layers_mistakes(workdir, options, words):
     (workdir / "taken").write_text("a file")
     command = ["layers", "-m", "crepe", "--tasks", ".", "--results", "r", "-q", *options]
     assert_usage_error(run(*command, cwd=workdir), *words)
+
+
+@pytest.fixture(scope="module")
+def broken_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
+    """Checkpoints built here that their member cannot load: another family's, files cut short, files missing;
+    beside them a hub cache (HF_HUB_CACHE) holding such a checkpoint under a hub id, and an intact .bin one."""
+    import h5py
+    import torch
+    import transformers
+
+    from hearfuse.upstream.crepe import packaged_weights
+
+    root = tmp_path_factory.mktemp("broken")
+    torch.manual_seed(0)
+    ast = transformers.ASTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_mel_bins=32,
+        max_length=128,
+    )
+    transformers.ASTModel(ast).save_pretrained(root / "ast")
+    transformers.ASTFeatureExtractor(num_mel_bins=32, max_length=128).save_pretrained(root / "ast")
+    wav2vec2 = tiny_checkpoints["wav2vec2"]
+
+    def copy(source: Path, name: str) -> Path:
+        shutil.copytree(source, root / name)
+        return root / name
+
+    def cut(path: Path, keep: int | None = None) -> None:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+    cut(copy(wav2vec2, "half") / "model.safetensors")
+    cut(copy(wav2vec2, "header") / "model.safetensors", 100)
+    cut(copy(wav2vec2, "config") / "config.json", 100)
+    (copy(wav2vec2, "no_weights") / "model.safetensors").unlink()
+    cut(copy(root / "ast", "ast_extractor") / "preprocessor_config.json", 40)
+    bin_dir = copy(wav2vec2, "bin")
+    state = transformers.Wav2Vec2Model.from_pretrained(wav2vec2).state_dict()
+    (bin_dir / "model.safetensors").unlink()
+    torch.save(state, bin_dir / "pytorch_model.bin")
+    cut(shutil.copy(bin_dir / "pytorch_model.bin", copy(bin_dir, "bin_half") / "pytorch_model.bin"))
+    cut(Path(shutil.copy(packaged_weights("tiny"), root / "crepe_half.h5")))
+    with h5py.File(shutil.copy(packaged_weights("tiny"), root / "crepe_without_conv3.h5"), "a") as weights:
+        del weights["conv3"]
+    for hub_id, source in (("someone--wav2vec2", wav2vec2), ("someone--half", root / "half")):
+        snapshot = root / "hub" / f"models--{hub_id}" / "snapshots" / "0"
+        shutil.copytree(source, snapshot)
+        (snapshot.parents[1] / "refs").mkdir()
+        (snapshot.parents[1] / "refs" / "main").write_text("0")
+    return root
+
+
+@pytest.mark.parametrize(
+    "family, checkpoint, words",
+    [
+        ("hubert", "WAV2VEC2", ["holds a model of type 'wav2vec2'", "this family loads type 'hubert'"]),
+        ("whisper", "ast", ["family 'whisper'", "type 'audio-spectrogram-transformer'", "loads type 'whisper'"]),
+        ("ast", "WAV2VEC2", ["holds a model of type 'wav2vec2'", "loads type 'audio-spectrogram-transformer'"]),
+        ("wav2vec2", "half", ["model.safetensors is cut short", "bytes of"]),
+        ("wav2vec2", "header", ["model.safetensors is cut short", "fewer than its header"]),
+        ("wav2vec2", "bin_half", ["pytorch_model.bin is cut short"]),
+        ("wav2vec2", "config", ["config.json is not valid JSON"]),
+        ("ast", "ast_extractor", ["preprocessor_config.json is not valid JSON"]),
+        ("crepe", "crepe_half.h5", ["crepe_half.h5 is not a Keras HDF5 file", "truncated"]),
+        ("crepe", "crepe_without_conv3.h5", ["does not hold the weights of CREPE tiny whole", "conv3"]),
+        ("hubert", "someone/wav2vec2", ["'someone/wav2vec2' holds a model of type 'wav2vec2'"]),  # from the cache
+        ("wav2vec2", "someone/half", ["'someone/half': model.safetensors is cut short"]),
+    ],
+)
+def test_a_checkpoint_its_member_cannot_load_is_one_line(
+    workdir, broken_checkpoints, tiny_checkpoints, monkeypatch, family, checkpoint, words
+):
+    monkeypatch.setenv("HF_HUB_CACHE", str(broken_checkpoints / "hub"))
+    if checkpoint == "WAV2VEC2":
+        checkpoint = str(tiny_checkpoints["wav2vec2"])
+    elif "/" not in checkpoint:
+        checkpoint = str(broken_checkpoints / checkpoint)
+    name = config(workdir, f'[[members]]\nname = "m"\nfamily = "{family}"\ncheckpoint = "{checkpoint}"\n')
+    result = run("embed", "clip.wav", "-m", name, "--out", "out", "-q", cwd=workdir)
+    assert_usage_error(result, "member 'm'", f"family '{family}'", checkpoint, *words)
+
+
+def test_a_checkpoint_without_weights_is_named(workdir, broken_checkpoints):
+    checkpoint = broken_checkpoints / "no_weights"
+    name = config(workdir, f'[[members]]\nname = "m"\nfamily = "wav2vec2"\ncheckpoint = "{checkpoint}"\n')
+    result = run("embed", "clip.wav", "-m", name, "--out", "out", "-q", cwd=workdir)
+    assert_usage_error(result, str(checkpoint), "holds no weights", "model.safetensors or pytorch_model.bin")
+
+
+def test_the_checks_pass_sound_checkpoints(workdir, broken_checkpoints, tiny_checkpoints, monkeypatch):
+    import torch
+
+    from hearfuse.upstream import get_family
+
+    family = get_family("wav2vec2")
+    reference = family.build(str(tiny_checkpoints["wav2vec2"])).state_dict()
+    for key, value in family.build(str(broken_checkpoints / "bin")).state_dict().items():  # a torch.save zip
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0)
+    monkeypatch.setenv("HF_HUB_CACHE", str(broken_checkpoints / "hub"))
+    name = config(workdir, '[[members]]\nname = "m"\nfamily = "wav2vec2"\ncheckpoint = "someone/wav2vec2"\n')
+    result = run("embed", "clip.wav", "-m", name, "--out", "out", "-q", cwd=workdir)
+    assert result.returncode == 0, result.stderr

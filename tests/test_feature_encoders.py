@@ -122,6 +122,27 @@ def test_frames_and_timestamps(upstreams):
     assert (whisper.max_input_samples, ast.max_input_samples) == (480000, 127 * 160 + 400)
 
 
+def test_the_registry_states_each_familys_frames_as_its_models_make_them(upstreams, tiny_checkpoints):
+    """Each family's frame rule (hop, first centre), known without loading a checkpoint, against the frames of
+    a model built from it: the tiny checkpoints share the published ones' front ends (strides, windows)."""
+    built = dict(upstreams)
+    for family in ("wav2vec2", "hubert", "wavlm", "data2vec_audio"):
+        built[family] = get_family(family).build(str(tiny_checkpoints[family]))
+    for family, upstream in built.items():
+        registered = get_family(family)
+        assert registered.frames("/a/local/dir") is None  # not in its table: only the loaded model knows
+        for checkpoint in registered.checkpoints:
+            rule = registered.frames(checkpoint)
+            centres = upstream.frame_centers_ms(5 * RATE)[:3].tolist()
+            assert centres == [rule.first_center_ms + j * rule.hop_ms for j in range(3)], (family, checkpoint)
+    crepe = get_family("crepe")
+    for options in ({}, {"hop_ms": 20.0, "first_center_ms": 12.5}, {"hop_ms": 10.0, "scene_hop_ms": 250.0}):
+        for checkpoint in ("tiny", "/any/weights.h5"):  # CREPE's frames are its options', whatever the weights
+            rule = crepe.frames(checkpoint, options)
+            centres = crepe.build("tiny", **options).frame_centers_ms(5 * RATE)[:3].tolist()
+            assert centres == [rule.first_center_ms + j * rule.hop_ms for j in range(3)], options
+
+
 def _model(checkpoints, *families, window_seconds=30.0, context_seconds=5.0, aggregation="mean") -> FusionModel:
     members = tuple(MemberConfig(f, f, checkpoints[f], LayerAggregation(aggregation)) for f in families)
     config = FusionConfig("test", members, window_seconds=window_seconds, window_context_seconds=context_seconds)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import hearfuse
-from hearfuse import presets
+from hearfuse import catalogue
 
 from .conftest import sine_batch
 
@@ -188,7 +188,7 @@ def test_model_stays_in_eval_mode(tiny_fusion_model):
     assert not any(module.training for module in tiny_fusion_model.modules())
 
 
-@pytest.mark.parametrize("name", presets.names())
+@pytest.mark.parametrize("name", catalogue.names())
 def test_every_preset_is_a_hear_module_that_builds_its_own_preset(name, monkeypatch, tmp_path):
     from hearfuse import hear
 
@@ -196,11 +196,11 @@ def test_every_preset_is_a_hear_module_that_builds_its_own_preset(name, monkeypa
     built = []
     monkeypatch.setattr(hear.FusionModel, "from_config", lambda config, **kwargs: built.append(config) or config)
     module.load_model()
-    assert built[-1] == presets.get(name)  # the preset itself, not the package default
+    assert built[-1] == catalogue.get(name)  # the preset itself, not the package default
     config = tmp_path / "other.json"
-    config.write_text(json.dumps(presets.get("crepe").to_dict()))
+    config.write_text(json.dumps(catalogue.get("crepe").to_dict()))
     module.load_model(str(config))  # HEAR runners may pass a model file: it wins
-    assert built[-1].name == "crepe" and built[-1].members == presets.get("crepe").members
+    assert built[-1].name == "crepe" and built[-1].members == catalogue.get("crepe").members
     assert module.get_timestamp_embeddings is hear.get_timestamp_embeddings
     assert module.get_scene_embeddings is hear.get_scene_embeddings
 

@@ -13,10 +13,10 @@ import torch
 from hearfuse.cli import main
 from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.errors import ConfigError
+from hearfuse.evaluation.charts import layer_heatmap
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
 from hearfuse.evaluation.layers import StateRows, analyse_layers, best_state, learn_layer_weights, state_view
 from hearfuse.evaluation.protocol import Protocol
-from hearfuse.evaluation.report import layer_heatmap
 from hearfuse.fusion.aggregation import LayerAggregation
 from hearfuse.model import FusionModel
 from hearfuse.upstream.crepe import packaged_weights

@@ -1,9 +1,11 @@
-"""The fast probes (``--probe linear|knn``) against scikit-learn, and how evaluate and the report
-keep them apart from the kit's MLP."""
+"""The fast probes (``--probe linear|knn``) against scikit-learn, how evaluate and the report keep them
+apart from the kit's MLP, and a probe registered from outside taken like the built-in ones."""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -13,8 +15,17 @@ from sklearn.neighbors import KNeighborsClassifier
 from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.evaluation.downstream import KnnPredictor, column_moments
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
-from hearfuse.evaluation.protocol import L2_DECADES, LINEAR_DEFINITION, KnnParameters, Protocol
-from hearfuse.evaluation.report import load_results, write_report
+from hearfuse.evaluation.protocol import (
+    L2_DECADES,
+    LINEAR_DEFINITION,
+    PROBES,
+    KnnParameters,
+    Probe,
+    Protocol,
+    register_probe,
+)
+from hearfuse.evaluation.report import write_report
+from hearfuse.evaluation.results import load_results
 
 from . import taskgen
 
@@ -127,3 +138,78 @@ def test_the_probe_option_through_the_command_line(probed, capsys):
     command = ["evaluate", "-m", str(config), "--tasks", str(root / "tasks"), "--results", str(root / "results")]
     assert main([*command, "--probe", "knn", "--cache", str(root / "cache"), "-q"]) == 0  # skipped is not failed
     assert "skipped: crepe_tiny on tone_events-v1-full" in capsys.readouterr().out
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """The toy probe's one hyperparameter."""
+
+    temperature: float
+
+    def to_dict(self) -> dict:
+        return {"temperature": self.temperature}
+
+
+@dataclass
+class Centroids:
+    params: Temperature
+    means: np.ndarray  # (labels, D)
+    validation_score: float = math.nan
+    monitor: str = "score"
+    best_epoch: int = 0
+    epochs_run: int = 0
+    postprocessing: None = None
+
+    def predict(self, x, prediction_type: str, device: str = "cpu") -> np.ndarray:
+        logits = -((np.asarray(x, np.float64)[:, None, :] - self.means) ** 2).sum(-1) / self.params.temperature
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+class NearestCentroid(Probe):
+    """A fourth probe, all of it here: nearest class mean, softmax over negative squared distances."""
+
+    summary = "nearest class mean"
+
+    def not_applicable(self, embedding_type: str) -> str | None:
+        return None if embedding_type == "scene" else "scene tasks only"
+
+    def grid(self, protocol, metadata) -> list[Temperature]:
+        return [Temperature(1000.0), Temperature(1.0)]
+
+    def fit(self, fold, params: Temperature, protocol) -> Centroids:
+        x, y = np.asarray(fold.x_train, np.float64), np.asarray(fold.y_train, np.float64)
+        fitted = Centroids(params, (y.T @ x) / np.maximum(y.sum(axis=0), 1)[:, None])
+        fitted.validation_score, _ = fold.validate(fitted.predict(fold.valid.x, fold.prediction_type))
+        return fitted
+
+
+@pytest.fixture
+def nearest_centroid():
+    probe = register_probe("centroid", NearestCentroid())
+    yield probe
+    del PROBES["centroid"]
+
+
+def test_a_probe_registered_by_name_runs_through_evaluate_the_report_and_the_command_line(probed, nearest_centroid):
+    from hearfuse.cli import build_parser
+
+    root, _ = probed
+    results_dir = root / "centroid-results"
+    settings = EvaluationSettings(root / "cache", results_dir, protocol=Protocol(probe="centroid"), progress=False)
+    results = {r["task"]: r for r in evaluate([CREPE_TINY], root / "tasks", settings)}
+    scene, event = results["tones_multiclass-v1-full"], results["tone_events-v1-full"]
+    assert scene["status"] == "ok" and scene["probe"] == "centroid" and scene["protocol"]["probe"] == "centroid"
+    grid = scene["grid"]
+    assert [g["params"] for g in grid] == [{"temperature": 1000.0}, {"temperature": 1.0}]
+    best = max(g["validation_score"] for g in grid)
+    assert scene["validation_score"] == best  # and on a tie the earlier candidate, as for every probe
+    assert scene["selected_hyperparameters"] == next(g["params"] for g in grid if g["validation_score"] == best)
+    assert set(scene["test"]) == {"top1_acc", "pitch_acc"} and scene["test"]["top1_acc"]["mean"] > 0.5  # chance 1/3
+    assert event["status"] == "skipped" and event["reason"] == "scene tasks only"
+    stored = results_dir / "crepe_tiny" / "tones_multiclass-v1-full.centroid.json"
+    assert json.loads(stored.read_text())["test"] == scene["test"]
+    assert evaluate([CREPE_TINY], root / "tasks", settings, only=["tones_multiclass"])[0] == scene  # reused
+    markdown, _ = write_report(results_dir)
+    assert "## Primary metric, centroid probe" in markdown.read_text()
+    assert build_parser().parse_args(["evaluate", "--probe", "centroid"]).probe == "centroid"

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from hearfuse.evaluation.charts import bar_chart
 from hearfuse.evaluation.formatting import format_score
 from hearfuse.evaluation.report import (
     _describe_protocol,
-    bar_chart,
     failures,
-    load_results,
     markdown_table,
     secondary_table,
     write_report,
 )
+from hearfuse.evaluation.results import load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

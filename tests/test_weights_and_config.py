@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import time
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import soundfile as sf
 import torch
 
 import hearfuse
-from hearfuse import presets
+from hearfuse import catalogue
 from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.errors import ConfigError
 from hearfuse.upstream import WeightsNotFoundError, get_family, is_cached, is_offline
@@ -152,7 +153,7 @@ def test_toml_config_with_relative_checkpoint_and_new_family(tiny_checkpoints, t
 
 
 def test_config_round_trips_through_dict_and_json(tmp_path):
-    config = presets.get("fusion_cat_xwc_g")
+    config = catalogue.get("fusion_cat_xwc_g")
     assert FusionConfig.from_dict(config.to_dict()) == config
     path = tmp_path / "g.json"
     path.write_text(json.dumps(config.to_dict()))
@@ -160,11 +161,11 @@ def test_config_round_trips_through_dict_and_json(tmp_path):
 
 
 def test_fingerprint_changes_with_anything_that_changes_numbers():
-    config = presets.get("fusion_cat_xwc")
-    assert config.fingerprint() == presets.get("fusion_cat_xwc").fingerprint()
+    config = catalogue.get("fusion_cat_xwc")
+    assert config.fingerprint() == catalogue.get("fusion_cat_xwc").fingerprint()
     assert config.fingerprint() == replace(config, name="renamed").fingerprint()
-    assert config.fingerprint() != presets.get("fusion_cat_xwc", crepe_frames="reference").fingerprint()
-    assert config.fingerprint() != presets.get("cat_xwc").fingerprint()
+    assert config.fingerprint() != catalogue.get("fusion_cat_xwc", crepe_frames="reference").fingerprint()
+    assert config.fingerprint() != catalogue.get("cat_xwc").fingerprint()
     assert config.fingerprint() != replace(config, interleave=False).fingerprint()
 
 
@@ -203,6 +204,30 @@ CREPE_MEMBER = {"name": "a", "family": "crepe", "checkpoint": "tiny"}
 def test_malformed_configs_say_what_is_wrong(data, message):
     with pytest.raises(ConfigError, match=message):
         FusionConfig.from_dict(data)
+
+
+def test_each_settings_choices_are_stated_once_and_checked_however_a_config_is_built():
+    """The Literal hint of a setting is where its values are stated: the checks take their choices from it."""
+    from hearfuse import config as config_module
+
+    for cls, table in ((FusionConfig, config_module._FUSION_FIELDS), (MemberConfig, config_module._MEMBER_FIELDS)):
+        hints = typing.get_type_hints(cls)
+        for name, option in table.items():
+            literal = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else None
+            assert option.choices == literal, f"{cls.__name__}.{name}"
+    crepe = MemberConfig("c", "crepe", "tiny")
+    with pytest.raises(ConfigError, match="combine must be one of cat, avg, got 'sum'"):
+        FusionConfig("x", (crepe,), combine="sum")
+    with pytest.raises(ConfigError, match="time_alignment must be one of stretch, timestamps, got 'nearest'"):
+        FusionConfig("x", (crepe,), time_alignment="nearest")
+    with pytest.raises(ConfigError, match="scene_groups must be >= 1, got 0"):
+        FusionConfig("x", (crepe,)).with_options(scene_groups=0)
+    with pytest.raises(ConfigError, match="member 'c': normalize must be one of none, checkpoint, always"):
+        MemberConfig("c", "crepe", "tiny", normalize="sometimes")
+    with pytest.raises(ConfigError, match="feature_alignment must be one of interpolate, none"):
+        FusionConfig.from_dict({"members": [CREPE_MEMBER], "feature_alignment": "pad"})
+    with pytest.raises(ValueError, match="preset 'crepe': crepe_frames must be one of paper, reference, got 'x'"):
+        catalogue.get("crepe", crepe_frames="x")
 
 
 @pytest.mark.parametrize(
@@ -265,37 +290,45 @@ EXPECTED_SIZES = {
 
 @pytest.mark.parametrize("name", list(EXPECTED_SIZES))
 def test_preset_sizes_match_the_paper_code(name):
-    info = presets.describe(presets.get(name))
+    info = catalogue.describe(catalogue.get(name))
     assert (info["timestamp_embedding_size"], info["scene_embedding_size"]) == EXPECTED_SIZES[name]
 
 
+def test_described_hops_come_from_the_registry():
+    hops = {name: catalogue.describe(catalogue.get(name))["hop_ms"] for name in catalogue.names()}
+    assert hops == {name: 50.0 if name == "crepe" else 20.0 for name in catalogue.names()}
+    assert catalogue.describe(catalogue.get("crepe", crepe_frames="reference"))["hop_ms"] == 20.0
+    unlisted = FusionConfig("local", (MemberConfig("w", "wav2vec2", "/a/local/dir"),))
+    assert catalogue.describe(unlisted)["hop_ms"] is None  # only the loaded model knows
+
+
 def test_preset_members_and_layers():
-    fusion = presets.get("fusion_cat_xwc")
+    fusion = catalogue.get("fusion_cat_xwc")
     assert [(m.checkpoint, m.aggregation.mode) for m in fusion.members] == [
         ("facebook/hubert-xlarge-ll60k", "mean"),
         ("facebook/wav2vec2-large-960h-lv60-self", "mean"),
         ("full", "last"),
     ]
     assert fusion.reference == "wav2vec2" and fusion.interleave and fusion.time_alignment == "stretch"
-    assert presets.get("avg_xw").members[0].checkpoint == "facebook/hubert-large-ll60k"
-    assert presets.get("avg_xc").members[0].checkpoint == "facebook/hubert-xlarge-ll60k"
-    assert all(m.aggregation.mode == "last" for m in presets.get("cat_xwc").members)
-    assert presets.get("fusion_cat_xwc_g").scene_groups == 5
+    assert catalogue.get("avg_xw").members[0].checkpoint == "facebook/hubert-large-ll60k"
+    assert catalogue.get("avg_xc").members[0].checkpoint == "facebook/hubert-xlarge-ll60k"
+    assert all(m.aggregation.mode == "last" for m in catalogue.get("cat_xwc").members)
+    assert catalogue.get("fusion_cat_xwc_g").scene_groups == 5
 
 
 def test_preset_alternatives():
-    refined = presets.get("fusion_cat_xwc", normalize="checkpoint", crepe_frames="reference")
+    refined = catalogue.get("fusion_cat_xwc", normalize="checkpoint", crepe_frames="reference")
     crepe = next(m for m in refined.members if m.family == "crepe")
     assert crepe.options == {"hop_ms": 20.0, "scene_hop_ms": 20.0, "first_center_ms": 12.5}
     assert refined.time_alignment == "timestamps"
     assert all(m.normalize == "checkpoint" for m in refined.members if m.family != "crepe")
     with pytest.raises(ValueError):
-        presets.get("fusion_cat_xwc", crepe_frames="nearest")
+        catalogue.get("fusion_cat_xwc", crepe_frames="nearest")
 
 
 def test_crepe_reference_frames_align_exactly_with_the_reference(tiny_checkpoints):
     """With CREPE computed at the reference centres, timestamp alignment selects frames, no blending."""
-    config = presets.get("cat_wc", crepe_frames="reference")
+    config = catalogue.get("cat_wc", crepe_frames="reference")
     members = (
         replace(config.members[0], checkpoint=str(tiny_checkpoints["wav2vec2"])),
         replace(config.members[1], checkpoint="tiny"),

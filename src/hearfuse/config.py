@@ -14,7 +14,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 from .errors import ConfigError
 from .files import write_text_atomic
@@ -22,10 +22,10 @@ from .fusion.aggregation import LayerAggregation
 from .fusion.windowing import Windowing
 from .upstream.registry import Option
 
-if TYPE_CHECKING:
-    from .fusion.combination import CombineMode
-
+# The values each string setting accepts, stated once: the type hints below, and through
+# _FUSION_FIELDS / _MEMBER_FIELDS (``get_args``) the checks and their messages.
 Normalize = Literal["none", "checkpoint", "always"]
+CombineMode = Literal["cat", "avg"]
 TimeAlignment = Literal["stretch", "timestamps"]
 FeatureAlignment = Literal["interpolate", "none"]
 
@@ -52,8 +52,7 @@ class MemberConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.normalize not in ("none", "checkpoint", "always"):
-            raise ConfigError(f"member {self.name!r}: normalize must be none, checkpoint or always")
+        _check_fields(_settings(self), _MEMBER_FIELDS, f"member {self.name!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -76,7 +75,7 @@ class MemberConfig:
         for key in ("name", "family", "checkpoint"):
             if key not in data:
                 raise ConfigError(f"{where}: needs {key!r}")
-        _check_fields(data, _MEMBER_FIELDS, where)
+        _check_fields(data, _MEMBER_FIELDS, where)  # named by where, and before the family is looked up
         family = families().get(data["family"])
         if family is None:
             known = ", ".join(sorted(families()))
@@ -133,6 +132,7 @@ class FusionConfig:
     window_context_seconds: float = DEFAULT_WINDOW.context_seconds
 
     def __post_init__(self) -> None:
+        _check_fields(_settings(self), _FUSION_FIELDS, f"fusion {self.name!r}")
         if not self.members:
             raise ConfigError(f"fusion {self.name!r} has no members")
         names = [m.name for m in self.members]
@@ -140,18 +140,8 @@ class FusionConfig:
             raise ConfigError(f"fusion {self.name!r}: member names must be unique, got {names}")
         if self.reference is not None and self.reference not in names:
             raise ConfigError(f"fusion {self.name!r}: reference {self.reference!r} is not a member ({names})")
-        if self.combine not in ("cat", "avg"):
-            raise ConfigError(f"fusion {self.name!r}: combine must be 'cat' or 'avg'")
-        if self.time_alignment not in ("stretch", "timestamps"):
-            raise ConfigError(f"fusion {self.name!r}: time_alignment must be 'stretch' or 'timestamps'")
-        if self.feature_alignment not in ("interpolate", "none"):
-            raise ConfigError(f"fusion {self.name!r}: feature_alignment must be 'interpolate' or 'none'")
         if self.interleave and self.combine != "cat":
             raise ConfigError(f"fusion {self.name!r}: interleave only applies to combine='cat'")
-        if self.scene_groups < 1:
-            raise ConfigError(f"fusion {self.name!r}: scene_groups must be >= 1")
-        if self.feature_dim is not None and self.feature_dim < 1:
-            raise ConfigError(f"fusion {self.name!r}: feature_dim must be >= 1")
         if self.window_seconds is not None:
             try:
                 Windowing(self.window_seconds, self.window_context_seconds)
@@ -242,7 +232,7 @@ class FusionConfig:
         return path
 
     def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = _settings(self)
         data["members"] = [m.to_dict() for m in self.members]
         return data
 
@@ -257,7 +247,7 @@ class FusionConfig:
         members = data.get("members")
         if not isinstance(members, (list, tuple)) or not members:
             raise ConfigError(f"{where}: members: must be a non-empty list of member tables ([[members]] in TOML)")
-        _check_fields(data, _FUSION_FIELDS, where)
+        _check_fields(data, _FUSION_FIELDS, where)  # named by where, not by the fusion's name
         values = {k: v for k, v in data.items() if k != "members"}
         values.setdefault("name", "custom")
         built = tuple(MemberConfig.from_dict(m, f"{where}: members[{i}]") for i, m in enumerate(members))
@@ -305,6 +295,10 @@ class FusionConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _settings(config: MemberConfig | FusionConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
 def _reject_unknown(cls: type, data: Mapping[str, Any], where: str) -> None:
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
@@ -313,20 +307,25 @@ def _reject_unknown(cls: type, data: Mapping[str, Any], where: str) -> None:
         )
 
 
-#: The type and range of every config key (choices among strings are checked by the dataclasses).
+#: The type, range or choices of every setting, checked whenever a config is built (from a file or in Python).
 _FUSION_FIELDS = {
     "name": Option(str),
     "reference": Option(str, nullable=True),
-    "combine": Option(str),
+    "combine": Option(str, choices=get_args(CombineMode)),
     "interleave": Option(bool),
-    "feature_alignment": Option(str),
+    "feature_alignment": Option(str, choices=get_args(FeatureAlignment)),
     "feature_dim": Option(int, minimum=1, nullable=True),
-    "time_alignment": Option(str),
+    "time_alignment": Option(str, choices=get_args(TimeAlignment)),
     "scene_groups": Option(int, minimum=1),
     "window_seconds": Option(float, minimum=0, above_minimum=True, maximum=MAX_WINDOW_SECONDS, nullable=True),
     "window_context_seconds": Option(float, minimum=0, maximum=MAX_WINDOW_SECONDS),
 }
-_MEMBER_FIELDS = {"name": Option(str), "family": Option(str), "checkpoint": Option(str), "normalize": Option(str)}
+_MEMBER_FIELDS = {
+    "name": Option(str),
+    "family": Option(str),
+    "checkpoint": Option(str),
+    "normalize": Option(str, choices=get_args(Normalize)),
+}
 
 
 def _check_fields(data: Mapping[str, Any], spec: Mapping[str, Option], where: str) -> None:

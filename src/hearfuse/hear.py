@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import presets
+from . import catalogue
 from .config import FusionConfig
 from .errors import UsageError
 from .model import FusionModel
@@ -20,9 +20,9 @@ def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_opt
     """A preset name, a ``.toml``/``.json`` config path, or a config; ``""`` is the default preset."""
     if isinstance(model_file_path, FusionConfig):
         return model_file_path
-    ref = str(model_file_path) or presets.DEFAULT_PRESET
-    if ref in presets.PAPER_PRESETS:
-        return presets.get(ref, **preset_options)
+    ref = str(model_file_path) or catalogue.DEFAULT_PRESET
+    if ref in catalogue.PAPER_PRESETS:
+        return catalogue.get(ref, **preset_options)
     path = Path(ref).expanduser()
     if path.suffix in (".toml", ".json"):
         if preset_options:
@@ -30,7 +30,7 @@ def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_opt
         if not path.is_file():
             raise UsageError(f"fusion config file {ref!r} does not exist")
         return FusionConfig.load(path)
-    raise UsageError(f"{ref!r} is neither a preset ({', '.join(presets.names())}) nor a .toml/.json config file")
+    raise UsageError(f"{ref!r} is neither a preset ({', '.join(catalogue.names())}) nor a .toml/.json config file")
 
 
 def load_model(

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .config import FusionConfig, MemberConfig
 from .dtypes import DTYPE_NAMES, dtype_name, resolve_dtype, torch_dtype, warn_if_emulated
-from .errors import ConfigError, UsageError
+from .errors import ConfigError
 from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
 from .fusion.combination import average, concatenate
@@ -25,7 +25,7 @@ from .fusion.windowing import (
     windowed_aggregate,
     windowed_pieces,
 )
-from .upstream import get_family
+from .upstream import WeightsNotFoundError, get_family
 from .upstream.base import Upstream, module_device
 
 #: Mixed-length batches are padded to a multiple of this many samples (1 s): padding is masked, so
@@ -190,10 +190,13 @@ class FusionModel(nn.Module):
         for member in config.members:
             try:
                 upstreams[member.name] = get_family(member.family).build(member.checkpoint, **member.options)
-            except UsageError:
-                raise
-            except ValueError as error:  # an option the registry's checks cannot see (e.g. a hop of 1/32 ms)
-                raise ConfigError(f"{config.name}: member {member.name!r}: {error}") from None
+            except WeightsNotFoundError:
+                raise  # names the checkpoint and how to provide it
+            except ValueError as error:  # a checkpoint this family cannot load (another model, a file cut short),
+                # or an option the registry's checks cannot see (e.g. a hop of 1/32 ms)
+                raise ConfigError(
+                    f"{config.name}: member {member.name!r} (family {member.family!r}): {error}"
+                ) from None
         model = cls(config, upstreams, dtype=dtype)
         if requested == "auto":
             model.dtype_requested = "auto"

@@ -5,6 +5,11 @@ X-ARES evaluates any ``torch.nn.Module`` whose class name ends in ``Encoder`` an
 at that rate to ``(batch, frames, output_dim)`` (``xares.audio_encoder_checker.check_audio_encoder``).
 It moves the encoder with ``.to(device)`` and calls it inside ``torch.inference_mode``.
 
+Audio is float in [-1, 1], as X-ARES hands it over (it decodes with ``torchaudio.load`` and resamples to
+``sampling_rate`` itself) and as the HEAR API takes it. Integer PCM is refused with the HEAR API's own
+message rather than scaled: its full scale depends on how it was read (16-bit samples in an int32 tensor),
+which the tensor alone does not say; a guess would embed it silently at the wrong level.
+
 >>> from hearfuse.xares import encoder                               # doctest: +SKIP
 >>> TaskConfig(encoder=encoder("fusion_cat_xwc"), ...)              # doctest: +SKIP
 """
@@ -20,7 +25,7 @@ from torch import Tensor, nn
 from .audio import resample
 from .config import FusionConfig
 from .hear import load_model
-from .model import FusionModel
+from .model import FusionModel, check_audio
 
 
 class HearfuseEncoder(nn.Module):
@@ -34,13 +39,21 @@ class HearfuseEncoder(nn.Module):
         self.hop_size_in_ms = timestamp_hop_ms(model)
 
     def forward(self, audio: Tensor, sample_rate: int | None = None) -> Tensor:
-        """``(batch, samples)`` (or ``(samples,)``) at ``sample_rate`` (default: :attr:`sampling_rate`;
-        any other rate is resampled with soxr first) -> ``(batch, frames, output_dim)`` float32."""
-        if audio.ndim == 1:
+        """``(batch, samples)`` (or ``(samples,)``) float audio in [-1, 1] at ``sample_rate`` (default:
+        :attr:`sampling_rate`; any other rate is resampled with soxr first) -> ``(batch, frames, output_dim)``
+        float32. Integer PCM, an empty batch or clip, NaN or Inf is a ValueError that says so, before any
+        resampling."""
+        if isinstance(audio, Tensor) and audio.ndim == 1:
             audio = audio[None]
+        audio = check_audio(audio)
         if sample_rate is not None and sample_rate != self.sampling_rate:
-            rows = audio.detach().float().cpu().numpy().T  # soxr resamples (samples, channels)
+            rows = audio.detach().cpu().numpy().T  # soxr resamples (samples, channels)
             resampled = resample(np.ascontiguousarray(rows), sample_rate, self.sampling_rate)
+            if len(resampled) == 0:
+                raise ValueError(
+                    f"audio of {rows.shape[0]} samples at {sample_rate} Hz is shorter than one sample at "
+                    f"{self.sampling_rate} Hz"
+                )
             audio = torch.from_numpy(np.ascontiguousarray(resampled.reshape(len(resampled), -1).T))
         embeddings, _ = self.model.timestamp_embeddings(audio)
         return embeddings

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..dtypes import DTYPE_CHOICES
 from ..errors import UsageError
 
-DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # presets.DEFAULT_PRESET, written out so --help needs no torch
+DEFAULT_PRESET_NAME = "fusion_cat_xwc"  # catalogue.DEFAULT_PRESET, written out so --help needs no torch
 
 
 DTYPE_HELP = (
@@ -142,7 +142,9 @@ def settings_from(args: argparse.Namespace, results_dir: Path, device: str):
 
 def evaluation_options(command: argparse.ArgumentParser, *, default_probe: str) -> None:
     """The options ``evaluate`` and ``layers`` share: tasks, where results and embeddings go, device,
-    and the downstream protocol."""
+    and the downstream protocol (``--probe``: every registered probe, read without importing torch)."""
+    from ..evaluation.protocol import PROBES
+
     command.add_argument("--task", action="append", help="only this task (name or name-version-mode); repeatable")
     command.add_argument("--results", default="results", help="results directory (default: results)")
     command.add_argument("--cache", help="embedding cache directory (default: RESULTS/embeddings)")
@@ -169,12 +171,11 @@ def evaluation_options(command: argparse.ArgumentParser, *, default_probe: str) 
     )
     protocol.add_argument(
         "--probe",
-        choices=("mlp", "linear", "knn"),
+        choices=tuple(PROBES),
         default=default_probe,
-        help="downstream model: mlp (the kit's 8-point MLP grid), linear (L2-regularised logistic regression on "
-        "standardised embeddings, solved to convergence, L2 chosen on validation) or knn (cosine k nearest "
-        "neighbours, k chosen on "
-        f"validation; scene tasks only); linear and knn take a fraction of the time (default: {default_probe})",
+        help="downstream model: "
+        + "; ".join(f"{name} ({probe.summary})" for name, probe in PROBES.items())
+        + f" (default: {default_probe})",
     )
     protocol.add_argument(
         "--shuffle-batches",

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from ..evaluation.layers import analyse_layers, chosen_config, write_outputs
-    from ..evaluation.report import LAYERS_FOLDER
+    from ..evaluation.results import LAYERS_FOLDER
 
     logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
     if args.write_config and Path(args.write_config).suffix not in (".toml", ".json"):

@@ -20,9 +20,9 @@ def add(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import presets
+    from .. import catalogue
 
-    rows = [presets.describe(presets.get(name)) for name in presets.names()]
+    rows = [catalogue.describe(catalogue.get(name)) for name in catalogue.names()]
     if args.available:
         print("\n".join(row["name"] for row in rows if row["weights_available"]))
         return 0

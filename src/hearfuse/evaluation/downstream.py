@@ -19,7 +19,6 @@ import copy
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 
 from .events import Postprocessing
 from .metrics import VALIDATION_LOSS, Metric
-from .protocol import HyperParameters, KnnParameters
+from .protocol import HyperParameters, KnnParameters, Validator
 
 
 class MLP(nn.Module):
@@ -110,10 +109,6 @@ def predict_logits(model: nn.Module, x, device: str = "cpu", transform=None, chu
             logits = model(batch)
             outputs.append((transform(logits) if transform else logits).cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, model.layers[-1].out_features), np.float32)
-
-
-#: Scores validation probabilities with the task's primary metric: (score, event decoding chosen).
-Validator = Callable[[np.ndarray], tuple[float, Postprocessing | None]]
 
 
 def train_predictor(

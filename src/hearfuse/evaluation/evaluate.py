@@ -1,8 +1,9 @@
 """Evaluate representations on HEAR tasks: embed (cached), train the downstream grid, score, save.
 
-For each task the protocol is the HEAR kit's (:mod:`.protocol`): the kit's grid points are searched on
-the first data split, the chosen point is trained on every split (k-fold: fold i tests, fold i+1
-validates) and scored with every metric of the task, and fold scores are aggregated as the kit does.
+For each task the protocol is the HEAR kit's (:mod:`.protocol`): the probe's candidates (the kit's grid
+points, unless the protocol names another registered :class:`~.protocol.Probe`) are searched on the first
+data split, the chosen one is fitted on every split (k-fold: fold i tests, fold i+1 validates) and scored
+with every metric of the task, and fold scores are aggregated as the kit does.
 Embeddings come from the cache (:mod:`.cache`) or, with :func:`evaluate_embeddings`, from a folder
 written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json`` and are
 reused only while their provenance (:mod:`.provenance`) and protocol hold; otherwise they are
@@ -34,19 +35,9 @@ from ..model import FusionModel
 from ..upstream import WeightsNotFoundError
 from . import heareval_layout, metrics, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
-from .downstream import KnnPredictor, TrainedPredictor, train_predictor
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
-from .linear import LinearPredictor, LogisticProblem, search, validation_loss
-from .protocol import (
-    L2_DECADES,
-    L2_REFINEMENT,
-    HyperParameters,
-    KnnParameters,
-    LinearParameters,
-    Protocol,
-    aggregate,
-    uses_scoring_for_early_stopping,
-)
+from .protocol import Fitted, ProbeFold, Protocol, Validator, aggregate, uses_scoring_for_early_stopping
+from .results import result_path
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -61,12 +52,6 @@ class EvaluationSettings:
     protocol: Protocol = field(default_factory=Protocol)
     batch_seconds: float = 60.0
     progress: bool = True
-
-
-def result_path(results_dir: Path, model_name: str, task_name: str, probe: str = "mlp") -> Path:
-    """``<model>/<task>.json`` for the kit's probe, ``<model>/<task>.<probe>.json`` for the others, so
-    results of different probes live side by side."""
-    return Path(results_dir) / model_name / (f"{task_name}.json" if probe == "mlp" else f"{task_name}.{probe}.json")
 
 
 def evaluate(
@@ -273,34 +258,15 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
 
 
 def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSettings) -> dict:
-    """Select a grid point on the first split, train it on every split, test, aggregate."""
-    from tqdm import tqdm
-
+    """Search the probe's candidates on the first split, fit the chosen one on every other split, test,
+    aggregate."""
     protocol = settings.protocol
+    probe = protocol.registered_probe
     primary = metrics.METRICS[task.primary_metric]
-    scoring = uses_scoring_for_early_stopping(task.metadata)
-    options = postprocessing_options(task.event_postprocessing_grid) if task.embedding_type == "event" else []
-    if task.embedding_type == "event" and not scoring and len(options) != 1:
-        raise TaskError(
-            f"task {task.name}: use_scoring_for_early_stopping is false, so event_postprocessing_grid must hold "
-            "exactly one setting (the kit asserts this in epoch_best_postprocessing_or_default); "
-            f"it holds {len(options)}"
-        )
     folds = task.folds()
-
-    def train(fold: Fold, params: HyperParameters | LinearParameters | KnnParameters) -> Predictor:
-        return _train_fold(task, fold, data, params, settings, scoring, options)
-
     started = time.perf_counter()
-    if protocol.probe == "linear":  # the L2 search refines around its best decade: not a fixed grid
-        candidates = _linear_search(task, folds[0], data, settings, scoring, options, primary)
-    else:
-        grid = protocol.grid(task.metadata)
-        candidates = [
-            train(folds[0], params) for params in tqdm(grid, desc=f"grid {task.name}", disable=not settings.progress)
-        ]
-    # sort_grid_points: best validation value first, the earlier draw on ties (a stable sort); the
-    # linear probe's candidates come strongest penalty first, so its ties go to the stronger penalty
+    candidates = probe.search(_probe_fold(task, folds[0], data, settings), protocol)
+    # sort_grid_points: best validation value first, the earlier candidate on ties (a stable sort)
     chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
     grid_seconds = time.perf_counter() - started
 
@@ -308,7 +274,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
     trained_folds = []
     for fold in folds:
-        trained = chosen if fold.index == 0 else train(fold, chosen.params)
+        trained = probe.fit(_probe_fold(task, fold, data, settings), chosen.params, protocol) if fold.index else chosen
         trained_folds.append(
             {
                 "test": fold.test,
@@ -329,16 +295,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         "monitor": chosen.monitor,
         "selected_hyperparameters": chosen.params.to_dict(),
         "selected_event_postprocessing": chosen.postprocessing.to_dict() if chosen.postprocessing else None,
-        "grid": [
-            {
-                "params": c.params.to_dict(),
-                "validation_score": c.validation_score,
-                "best_epoch": c.best_epoch,
-                "epochs_run": c.epochs_run,
-                **({"converged": c.converged} if isinstance(c, LinearPredictor) else {}),
-            }
-            for c in candidates
-        ],
+        "grid": [probe.describe(candidate) for candidate in candidates],
         "folds": trained_folds,
         "protocol": protocol.to_dict(),
         "device": settings.device,
@@ -346,10 +303,38 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     }
 
 
-Predictor = TrainedPredictor | LinearPredictor | KnnPredictor
+def _probe_fold(task: Task, fold: Fold, data: dict[str, SplitData], settings: EvaluationSettings) -> ProbeFold:
+    """A fold as every probe sees it: its training rows, its validation split, and how a fit is judged
+    there (the primary score, or the validation loss where the task turns scoring off)."""
+    scoring = uses_scoring_for_early_stopping(task.metadata)
+    options = postprocessing_options(task.event_postprocessing_grid) if task.embedding_type == "event" else []
+    if task.embedding_type == "event" and not scoring and len(options) != 1:
+        raise TaskError(
+            f"task {task.name}: use_scoring_for_early_stopping is false, so event_postprocessing_grid must hold "
+            "exactly one setting (the kit asserts this in epoch_best_postprocessing_or_default); "
+            f"it holds {len(options)}"
+        )
+    primary = metrics.METRICS[task.primary_metric]
+    x_train, y_train = _stack([data[split] for split in fold.train])
+    valid = data[fold.valid]
+    return ProbeFold(
+        task=task,
+        index=fold.index,
+        x_train=x_train,
+        y_train=y_train,
+        valid=valid,
+        prediction_type=_prediction_type(task),
+        monitor="score" if scoring else "loss",
+        validate=_validator(task, valid, options),
+        primary=primary,
+        rank=primary.rank if scoring else metrics.VALIDATION_LOSS.rank,
+        loss_postprocessing=None if scoring or not options else options[0],
+        device=settings.device,
+        progress=settings.progress,
+    )
 
 
-def _rank(trained: Predictor, primary: metrics.Metric) -> float:
+def _rank(trained: Fitted, primary: metrics.Metric) -> float:
     return (primary if trained.monitor == "score" else metrics.VALIDATION_LOSS).rank(trained.validation_score)
 
 
@@ -367,7 +352,7 @@ def _events(part: SplitData, probabilities: np.ndarray, labels: list[str], setti
     return {name: decode_events(p, t, labels, setting) for name, p, t in part.per_file(probabilities)}
 
 
-def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
+def _validator(task: Task, part: SplitData, options: list[Postprocessing]) -> Validator:
     labels = list(task.labels)
     primary = task.primary_metric
     if task.embedding_type == "scene":
@@ -385,77 +370,7 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]):
     return validate
 
 
-def _linear_measure(task: Task, valid: SplitData, scoring: bool, options: list[Postprocessing]):
-    """How a fitted linear probe is judged on validation: the primary score (with the event decoding it
-    chooses), or the validation loss where the task selects on loss (with its one decoding)."""
-    kind = _prediction_type(task)
-    if scoring:
-        validate = _validator(task, valid, options)
-        return lambda predictor: validate(predictor.predict(valid.x, kind))
-    return lambda predictor: (validation_loss(predictor, valid.x, valid.y, kind), options[0] if options else None)
-
-
-def _linear_search(
-    task: Task,
-    fold: Fold,
-    data: dict[str, SplitData],
-    settings: EvaluationSettings,
-    scoring: bool,
-    options: list[Postprocessing],
-    primary: metrics.Metric,
-) -> list[LinearPredictor]:
-    from tqdm import tqdm
-
-    x_train, y_train = _stack([data[s] for s in fold.train])
-    problem = LogisticProblem(x_train, y_train, _prediction_type(task), settings.device)
-    measure = _linear_measure(task, data[fold.valid], scoring, options)
-    rank = primary.rank if scoring else metrics.VALIDATION_LOSS.rank
-    total = len(L2_DECADES) + len(L2_REFINEMENT)
-    with tqdm(total=total, desc=f"l2 search {task.name}", disable=not settings.progress) as bar:
-        candidates = search(problem, measure, rank, lambda _: bar.update())
-    for candidate in candidates:
-        candidate.monitor = "score" if scoring else "loss"
-    return candidates
-
-
-def _train_fold(
-    task: Task,
-    fold: Fold,
-    data: dict[str, SplitData],
-    params: HyperParameters | LinearParameters | KnnParameters,
-    settings: EvaluationSettings,
-    scoring: bool,
-    options: list[Postprocessing],
-) -> Predictor:
-    x_train, y_train = _stack([data[s] for s in fold.train])
-    valid = data[fold.valid]
-    if isinstance(params, KnnParameters):  # nothing to train: k is chosen by its validation score
-        predictor = KnnPredictor.fit(x_train, y_train, params)
-        predictor.validation_score, _ = _validator(task, valid, options)(predictor.predict(valid.x))
-        return predictor
-    if isinstance(params, LinearParameters):
-        predictor = LogisticProblem(x_train, y_train, _prediction_type(task), settings.device).fit(params)
-        predictor.validation_score, predictor.postprocessing = _linear_measure(task, valid, scoring, options)(predictor)
-        predictor.monitor = "score" if scoring else "loss"
-        return predictor
-    return train_predictor(
-        x_train,
-        y_train,
-        valid.x,
-        valid.y,
-        params,
-        prediction_type=_prediction_type(task),
-        validate=_validator(task, valid, options) if scoring else None,
-        metric=metrics.METRICS[task.primary_metric],
-        postprocessing=None if scoring or not options else options[0],
-        shuffle=settings.protocol.shuffle_batches,
-        device=settings.device,
-        seed=settings.protocol.seed + fold.index,
-        progress=settings.progress,
-    )
-
-
-def _test_scores(task: Task, test: SplitData, trained: Predictor, device: str) -> dict[str, float]:
+def _test_scores(task: Task, test: SplitData, trained: Fitted, device: str) -> dict[str, float]:
     labels = list(task.labels)
     probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":

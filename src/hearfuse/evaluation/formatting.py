@@ -51,19 +51,10 @@ def displayed_mean(mean: float, metric: str) -> float:
     return rounded(mean * factor, decimals)
 
 
+def metric_heading(metric: str, higher_is_better: bool) -> str:
+    """``top1_acc ↑``: a metric and which way is better, as tables and charts head a column."""
+    return f"{metric} {'↑' if higher_is_better else '↓'}"
+
+
 def md_escape(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-
-
-def colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        cmap = colormaps["tab20"]
-        # dark shades first, then the light ones, so that neighbouring bars differ clearly
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return [cmap(order[i]) for i in range(n)]
-    cmap = colormaps["turbo"]
-    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]

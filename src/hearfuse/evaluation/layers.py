@@ -35,6 +35,7 @@ from ..hear import resolve_config
 from ..model import FusionModel
 from . import report
 from .cache import embedding_key, read_split, split_dir
+from .charts import layer_heatmap
 from .downstream import Rows, column_moments, loss
 from .evaluate import EvaluationSettings, embed_task, evaluate_task, execute, model_jobs
 from .linear import LinearPredictor, LogisticProblem, best_candidate, search, validation_loss
@@ -386,7 +387,7 @@ def write_outputs(
     for layers in analysed:
         picture = out_dir / f"{config.name}-{layers.member}-layers-{probe}.png"
         title = f"{config.name}: {layers.member} ({layers.family} {Path(layers.checkpoint).name}), {probe} probe"
-        report.layer_heatmap(layers.records(), picture, title)
+        layer_heatmap(layers.records(), picture, title)
         pictures.append(picture)
         parts += [
             f"## {layers.member} ({layers.family}, `{layers.checkpoint}`)\n",

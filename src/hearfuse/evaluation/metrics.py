@@ -295,6 +295,18 @@ METRICS: dict[str, Metric] = {
 VALIDATION_LOSS = Metric("validation_loss", lambda *args, **kwargs: math.nan, higher_is_better=False)
 
 
+#: Words that mark a lower-is-better score in the name of a metric outside :data:`METRICS`.
+_LOWER_IS_BETTER_HINTS = ("error", "loss", "eer", "wer", "cer", "der")
+
+
+def higher_is_better(name: str | None) -> bool:
+    """The metric's direction, from :data:`METRICS`; a name outside it (a score another tool recorded)
+    is read as lower-is-better when it names an error or a loss."""
+    if name in METRICS:
+        return METRICS[name].higher_is_better
+    return not any(hint in (name or "").lower() for hint in _LOWER_IS_BETTER_HINTS)
+
+
 def score(name: str, predictions: Any, targets: Any, *, label_vocabulary: Sequence[str], **params: Any) -> float:
     """Score by HEAR name; ``params`` override the metric's defaults (e.g. ``t_collar``)."""
     try:

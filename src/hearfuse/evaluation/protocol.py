@@ -1,9 +1,15 @@
 """The HEAR 2021 evaluation kit's downstream protocol as data: its grid, per-task overrides, the draw
-of grid points, and the aggregation over folds.
+of grid points, and the aggregation over folds; and the probes, registered by name, that a run's
+:class:`Protocol` can train in the kit's place.
 
 Every rule names the heareval 2021.1.3 source it follows (``heareval/predictions/task_predictions.py``
 unless said otherwise), so a reader can check it line by line. The places where hearfuse can
 deliberately do otherwise are :class:`Protocol` options, off by default and recorded in every result.
+
+A probe is a :class:`Probe` registered with :func:`register_probe`: its candidates, how it fits one on a
+fold (:class:`ProbeFold`) and what a result records of it. Evaluation treats every probe alike, so a new
+probe is one module; the built-in ones (:mod:`.probes`) are registered when :mod:`hearfuse.evaluation`
+is imported, without importing torch (each imports its solver when it fits).
 """
 
 from __future__ import annotations
@@ -11,12 +17,19 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+import typing
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # numpy too: ``--help`` reads the probes from this module and should not wait for it
+    import numpy as np
+
+    from .events import Postprocessing
+    from .metrics import Metric
+    from .splits import SplitData
+    from .tasks import Task
 
 KIT = "heareval-2021.1.3"
 
@@ -45,9 +58,8 @@ KIT_TASK_GRIDS: dict[str, dict[str, list[Any]]] = {"dcase2016_task2": {"check_va
 #: The kit's own seed: ``task_predictions`` calls ``seed_everything(42)`` (runner default ``--deterministic True``).
 KIT_SEED = 42
 
-#: Downstream probes: ``mlp`` is the kit's protocol; ``linear`` and ``knn`` are the fast probes of newer
-#: benchmarks (X-ARES), which can rank representations differently.
-PROBES = ("mlp", "linear", "knn")
+#: The kit's probe: the default, and the one whose results name no probe (they predate the others).
+KIT_PROBE = "mlp"
 #: The linear probe's L2 search (:mod:`.linear`): decades from the strongest penalty to the weakest,
 #: then these factors around the best decade (on standardised inputs, 10 already keeps the weights
 #: near zero and 1e-6 is all but unregularised); the solver stops when no gradient component of the
@@ -172,6 +184,8 @@ def uses_scoring_for_early_stopping(metadata: Mapping[str, Any]) -> bool:
 def aggregate(values: Sequence[float | None]) -> dict:
     """Mean and standard deviation over folds as ``aggregate_test_results`` computes them with pandas:
     NaN skipped, ``std`` with ddof=1. One split gives no std (the kit aggregates only k > 1 folds)."""
+    import numpy as np
+
     finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     mean = float(finite.mean()) if len(finite) else None
     with np.errstate(invalid="ignore"):  # inf scores (a d_prime of perfect separation): std NaN, as pandas says
@@ -194,12 +208,12 @@ class Protocol:
     seed: int = KIT_SEED
     max_epochs: int | None = None
     shuffle_batches: bool = False
-    #: ``mlp`` (the kit's), ``linear`` (L2-regularised logistic regression on standardised embeddings,
-    #: solved to convergence, its L2 strength chosen on validation: :data:`L2_DECADES` then
-    #: :data:`L2_REFINEMENT` around the best) or ``knn`` (cosine k nearest neighbours, k chosen among
-    #: :data:`KNN_KS` on validation; scene tasks only). ``grid_points`` and ``max_epochs`` apply to
-    #: ``mlp`` only.
-    probe: str = "mlp"
+    #: The name of a registered probe (:data:`PROBES`): ``mlp`` (the kit's), ``linear`` (L2-regularised
+    #: logistic regression on standardised embeddings, solved to convergence, its L2 strength chosen on
+    #: validation: :data:`L2_DECADES` then :data:`L2_REFINEMENT` around the best) or ``knn`` (cosine k
+    #: nearest neighbours, k chosen among :data:`KNN_KS` on validation; scene tasks only). ``grid_points``
+    #: and ``max_epochs`` apply to ``mlp`` only.
+    probe: str = KIT_PROBE
 
     def __post_init__(self) -> None:
         if (
@@ -213,47 +227,124 @@ class Protocol:
         if self.probe not in PROBES:
             raise UsageError(f"probe must be one of {list(PROBES)}, got {self.probe!r}")
 
+    @property
+    def registered_probe(self) -> Probe:
+        """The probe this protocol names."""
+        return PROBES[self.probe]
+
     def deviations(self) -> list[str]:
         """Options in which this protocol differs from the kit's run with default flags."""
         kit = Protocol()
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(kit, f.name)]
 
     def to_dict(self) -> dict:
-        """Recorded in every result. The kit's probe is left implicit, so results stored before probes
-        existed (all mlp) keep matching and are not recomputed; a fast probe records the candidates it
-        chose among, so changing them makes its stored results stale."""
-        recorded = {"kit": KIT, **asdict(self)}
-        if self.probe == "mlp":
-            del recorded["probe"]
-        elif self.probe == "linear":  # neither a grid draw, nor epochs, nor batches: only its definition
-            for unused in ("grid_points", "max_epochs", "shuffle_batches"):
-                del recorded[unused]
-            recorded["candidates"] = LINEAR_DEFINITION
-        else:
-            recorded["candidates"] = list(KNN_KS)
-        return recorded
+        """Recorded in every result: what the probe records of the options (:meth:`Probe.recorded`)."""
+        return self.registered_probe.recorded({"kit": KIT, **asdict(self)})
 
     def not_applicable(self, embedding_type: str) -> str | None:
         """Why this protocol's probe cannot score a task of this kind; None when it can."""
-        if self.probe == "knn" and embedding_type != "scene":
-            return "the knn probe scores scene tasks only (clips, not frames): not applicable to an event task"
+        return self.registered_probe.not_applicable(embedding_type)
+
+    def grid(self, metadata: Mapping[str, Any]) -> list:
+        """This run's first candidates for a task (:meth:`Probe.grid`)."""
+        return self.registered_probe.grid(self, metadata)
+
+
+#: Scores validation probabilities with the task's primary metric: (score, event decoding chosen).
+Validator = Callable[["np.ndarray"], tuple[float, "Postprocessing | None"]]
+
+
+@dataclass(frozen=True)
+class ProbeFold:
+    """One fold of a task as a probe sees it: the training rows, the validation split, and how a fit is
+    judged there. Evaluation builds it, so a probe needs none of the task's bookkeeping."""
+
+    task: Task
+    index: int  # the fold's: fits on fold i are seeded with the protocol's seed + i
+    x_train: Any  # (rows, D), may be memory-mapped
+    y_train: np.ndarray  # (rows, labels) multi-hot
+    valid: SplitData
+    prediction_type: str  # "multiclass" | "multilabel" (an event task's frames are multilabel)
+    #: What selects a fit: "score", the primary validation score (:attr:`validate`), or "loss", the
+    #: validation loss, where the task turns scoring off for early stopping.
+    monitor: str
+    validate: Validator
+    primary: Metric
+    rank: Callable[[float], float]  # orders values of :attr:`monitor`, best highest, NaN worst
+    loss_postprocessing: Postprocessing | None  # the event decoding when selecting on loss (the task's one)
+    device: str
+    progress: bool
+
+
+class Fitted(typing.Protocol):
+    """A probe fitted on one fold, as evaluation reads it."""
+
+    params: Any  # the candidate, with ``to_dict()``
+    validation_score: float  # the best value of ``monitor`` (NaN when none was finite)
+    monitor: str
+    best_epoch: int
+    epochs_run: int
+    postprocessing: Postprocessing | None  # event tasks: the decoding chosen on validation
+
+    def predict(self, x, prediction_type: str, device: str) -> np.ndarray: ...
+
+
+class Probe:
+    """A downstream probe. Evaluation searches its candidates on a task's first split, keeps the best on
+    validation (the earlier on ties), fits that one on every other split and tests each fold's fit with
+    every metric of the task; a probe says only what its candidates are and how one is fitted."""
+
+    #: One line for ``--help``.
+    summary = ""
+
+    def recorded(self, options: dict) -> dict:
+        """What a result records of a run's protocol ``options``: a change in it makes stored results stale."""
+        return options
+
+    def not_applicable(self, embedding_type: str) -> str | None:
+        """Why this probe cannot score a task of this kind; None when it can."""
         return None
 
-    def grid(self, metadata: Mapping[str, Any]) -> list[HyperParameters] | list[LinearParameters] | list[KnnParameters]:
-        """This run's first candidates for a task: the kit's draw (then the epoch cap if any) for ``mlp``,
-        the L2 decades for ``linear`` (refined around the best by the search), the neighbour counts for
-        ``knn``."""
-        if self.probe == "knn":
-            return [KnnParameters(k) for k in KNN_KS]
-        if self.probe == "linear":
-            return [LinearParameters(l2) for l2 in L2_DECADES]
-        points = draw_grid(task_grid(metadata), self.grid_points, self.seed)
-        if self.max_epochs is not None:
-            points = [replace(p, max_epochs=min(p.max_epochs, self.max_epochs)) for p in points]
-        for point in points:
-            if point.max_epochs < point.check_val_every_n_epoch:
-                raise UsageError(
-                    f"max_epochs {point.max_epochs} is below one validation check "
-                    f"(every {point.check_val_every_n_epoch} epochs for this task)"
-                )
-        return points
+    def grid(self, protocol: Protocol, metadata: Mapping[str, Any]) -> list:
+        """The candidates for a task (hyperparameters, each with ``to_dict()``)."""
+        raise NotImplementedError
+
+    def fit(self, fold: ProbeFold, params: Any, protocol: Protocol) -> Fitted:
+        """``params`` fitted on the fold's training rows and judged on its validation split."""
+        raise NotImplementedError
+
+    def search(self, fold: ProbeFold, protocol: Protocol) -> list[Fitted]:
+        """Every candidate fitted on the first split, in the order that breaks ties (the earlier wins):
+        each of :meth:`grid`, unless the probe searches otherwise."""
+        from tqdm import tqdm
+
+        grid = self.grid(protocol, fold.task.metadata)
+        return [
+            self.fit(fold, params, protocol)
+            for params in tqdm(grid, desc=f"grid {fold.task.name}", disable=not fold.progress)
+        ]
+
+    def report_note(self, results: Sequence[dict]) -> str:
+        """What a report says under this probe's table of ``results``: markdown lines, or ''."""
+        return ""
+
+    def describe(self, fitted: Fitted) -> dict:
+        """A candidate as a result's ``grid`` lists it."""
+        return {
+            "params": fitted.params.to_dict(),
+            "validation_score": fitted.validation_score,
+            "best_epoch": fitted.best_epoch,
+            "epochs_run": fitted.epochs_run,
+        }
+
+
+#: Every registered probe by name, in registration order (reports show their tables in this order).
+PROBES: dict[str, Probe] = {}
+
+
+def register_probe(name: str, probe: Probe) -> Probe:
+    """Make ``probe`` a :class:`Protocol`'s ``probe`` by ``name`` (a new probe needs nothing else)."""
+    if name in PROBES:
+        raise ValueError(f"probe {name!r} is already registered")
+    PROBES[name] = probe
+    return probe

@@ -4,7 +4,8 @@ For every result whose task is a HEAR 2021 task (same task name and mode; anothe
 compared with a warning), the report shows, per metric the task published: the user's score, the
 place it would take among the HEAR 2021 submissions, the published score of the submission the
 run's preset reproduces, the paper's number for that preset, and HEAR 2021's best and median.
-Published numbers are read from :mod:`hearfuse.hear2021` and only ever displayed.
+Published numbers are read from :mod:`hearfuse.hear2021` and only ever displayed; the section's
+chart is :func:`.charts.published_chart`.
 
 Places and ties follow the report's rule: scores are compared as displayed (x100, one decimal;
 ``d_prime`` two decimals), a tie shares the better place, and a lower-is-better metric (segment
@@ -17,20 +18,16 @@ import difflib
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import hear2021, presets
 from ..errors import UsageError
 from ..hear2021 import PaperValue, Published, Score, Submission, TaskName
-from .formatting import colors, displayed_mean, format_score, md_escape, score_of
-from .metrics import METRICS
+from .formatting import displayed_mean, format_score, md_escape, metric_heading, score_of
+from .metrics import higher_is_better
+from .results import probe_of
 
 PAPER_TABLES = (2, 3, 4, 5, 6)
 _NAMES_SHOWN = 2
-
-
-def higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else True
 
 
 def place(value: float, published: Sequence[float], metric: str) -> int:
@@ -92,8 +89,7 @@ class Beside:
 
     @property
     def probe(self) -> str:
-        protocol = self.record.get("protocol") if isinstance(self.record.get("protocol"), dict) else {}
-        return str(self.record.get("probe") or protocol.get("probe") or "mlp")
+        return probe_of(self.record)
 
 
 def beside(results: Sequence[dict], published: Published | None = None) -> tuple[list[Beside], list[str]]:
@@ -194,14 +190,14 @@ def markdown(results: Sequence[dict], published: Published | None = None) -> str
         "|:---|:---|:---|:---|---:|---:|:---|:---|:---|---:|",
     ]
     for row in rows:
-        arrow = "↑" if higher_is_better(row.metric) else "↓"
         reproduced = (
             f"{_published_score(row.reproduced)} ({md_escape(row.reproduced.submission.label)})"
             if row.reproduced
             else "–"
         )
         lines.append(
-            f"| {row.record['task']} | {row.metric} {arrow} | {md_escape(row.record['model'])}"
+            f"| {row.record['task']} | {metric_heading(row.metric, higher_is_better(row.metric))} | "
+            f"{md_escape(row.record['model'])}"
             f"{f' (= {row.preset})' if row.preset and row.preset != row.record['model'] else ''} | {row.probe} | "
             f"{format_score(*score_of(row.record, row.metric), row.metric)} | {row.place} of {row.field} | "
             f"{reproduced} | {_paper_cell(row.paper, row.metric)} | "
@@ -214,97 +210,6 @@ def markdown(results: Sequence[dict], published: Published | None = None) -> str
     if unmatched:
         lines.append(f"\nTasks with no HEAR 2021 counterpart (not compared): {', '.join(unmatched)}.")
     return "\n".join(lines) + "\n"
-
-
-def chart(results: Sequence[dict], path: str | Path, published: Published | None = None) -> Path | None:
-    """Per HEAR 2021 task of the results (primary metric), the published scores as grey points,
-    their median as a black bar, the reproduced submissions ringed, and the user's models marked on
-    the same axis; None when no result is on a HEAR 2021 task."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    published = published or hear2021.load()
-    rows = [r for r in beside(results, published)[0] if r.metric == published.tasks[r.task]["primary"]]
-    if not rows:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tasks = sorted({r.record["task"] for r in rows})
-    models = list(dict.fromkeys(f"{r.record['model']} ({r.probe})" for r in rows))
-    palette = dict(zip(models, colors(len(models))))
-    fig = Figure(figsize=(min(max(6.0, 2.8 + 1.0 * len(tasks)), 24.0), 6.0), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_title("Your scores beside HEAR 2021's (primary metric)")
-    handles: dict[str, object] = {}
-    labels = []
-    for x, task in enumerate(tasks):
-        first = next(r for r in rows if r.record["task"] == task)
-        scores = sorted(published.task_scores(first.task, first.metric), key=lambda s: s.value)
-        factor = 100.0 if first.metric not in ("d_prime",) else 1.0
-        spread = [x - 0.18 + 0.36 * i / max(len(scores) - 1, 1) for i in range(len(scores))]
-        handles["published"] = ax.scatter(
-            spread, [s.value * factor for s in scores], s=14, color="0.6", zorder=2, label="published"
-        )
-        ax.hlines(first.median * factor, x - 0.25, x + 0.25, color="0.1", linewidth=1.6, zorder=3)
-        for model_row in (r for r in rows if r.record["task"] == task):
-            name = f"{model_row.record['model']} ({model_row.probe})"
-            offset = 0.3 + 0.08 * models.index(name)
-            handles[name] = ax.scatter(
-                [x + offset],
-                [model_row.value * factor],
-                marker="D",
-                s=46,
-                color=palette[name],
-                zorder=4,
-                edgecolor="black",
-                linewidth=0.5,
-            )
-            if model_row.reproduced is not None:
-                i = scores.index(model_row.reproduced)
-                ax.scatter(
-                    [spread[i]],
-                    [model_row.reproduced.value * factor],
-                    s=70,
-                    facecolor="none",
-                    edgecolor=palette[name],
-                    linewidth=1.5,
-                    zorder=3,
-                )
-        arrow = "↑" if higher_is_better(first.metric) else "↓"
-        labels.append(f"{task}\n({first.metric} {arrow})")
-    ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels(
-        labels,
-        rotation=30 if len(tasks) > 1 else 0,
-        ha="right" if len(tasks) > 1 else "center",
-        rotation_mode="anchor",
-        fontsize=8,
-    )
-    ax.set_xlim(-0.6, len(tasks) - 0.4 + 0.1 * len(models))
-    ax.set_ylabel("score (×100)")
-    ax.grid(axis="y", color="0.88", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    legend = ["published"] + models
-    fig.legend(
-        [handles[k] for k in legend],
-        ["HEAR 2021 (published)"] + [f"{m}, yours" for m in models],
-        loc="outside right upper",
-        fontsize=8,
-        frameon=False,
-    )
-    fig.text(
-        0.01,
-        0.005,
-        "Grey: the HEAR 2021 submissions (published), bar: their median, ring: the published score of the\n"
-        f"submission your preset reproduces. Source: {published.sources['results_by_task']['cite']}.",
-        fontsize=7,
-        color="0.35",
-    )
-    fig.savefig(path, format="png")
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,12 +342,13 @@ def task_markdown(task: str, published: Published | None = None) -> str:
     published = published or hear2021.load()
     view = task_view(task, published)
     metrics = view["metrics"]
-    arrows = {m: "↑" if higher_is_better(m) else "↓" for m in metrics}
     lines = [
         f"### {task}\n",
         f"HEAR 2021 results, primary metric {metrics[0]} (published; {published.sources['results_by_task']['cite']}). "
         "x100 except d_prime.\n",
-        "| place | submission | hearfuse preset | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |",
+        "| place | submission | hearfuse preset | "
+        + " | ".join(metric_heading(m, higher_is_better(m)) for m in metrics)
+        + " |",
         "|---:|:---|:---|" + "---:|" * len(metrics),
     ]
     for entry in view["submissions"]:
@@ -531,13 +437,13 @@ def model_markdown(query: str, published: Published | None = None) -> str:
         primary = entry["metric"] == published.tasks[entry["task"]]["primary"]
         cell = "; ".join(paper.get(entry["task"], [])) if primary else ""
         shown.add(entry["task"]) if primary else None
-        arrow = "↑" if higher_is_better(entry["metric"]) else "↓"
+        heading = metric_heading(entry["metric"], higher_is_better(entry["metric"]))
         lines.append(
-            f"| {entry['task']} | {entry['metric']} {arrow} | {format_score(entry['value'], None, entry['metric'])} | "
+            f"| {entry['task']} | {heading} | {format_score(entry['value'], None, entry['metric'])} | "
             f"{entry['place']} of {entry['of']} | {cell or '–'} |"
         )
     for task in [t for t in paper if t not in shown]:
-        primary = published.tasks[task]["primary"]
-        lines.append(f"| {task} | {primary} ↑ | – | – | {'; '.join(paper[task])} |")
+        heading = metric_heading(published.tasks[task]["primary"], higher_is_better(published.tasks[task]["primary"]))
+        lines.append(f"| {task} | {heading} | – | – | {'; '.join(paper[task])} |")
     lines.append(f"\n{_source_line(published)}")
     return "\n".join(lines) + "\n"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
-
-CombineMode = Literal["cat", "avg"]
 
 
 def concatenate(features: Sequence[Tensor], *, interleave: bool = False) -> Tensor:

@@ -1,150 +1,28 @@
-"""Every system of the paper's Tables 2–6, by the paper's name.
+"""One HEAR module per preset (``import hearfuse.presets.fusion_cat_xwc as m; m.load_model()``), each built on
+:mod:`hearfuse.hear`.
 
-Members and layers follow the submission's released code (checked file by file):
-
-- ``avg_xw``/``cat_xw`` use HuBERT **Large** (as Table 4's caption says), last layers;
-- ``avg_xc`` uses HuBERT **xLarge** (Table 5's caption says Large, the code loads xLarge),
-  whose 1280-wide features are interpolated to 1024 before averaging with CREPE;
-- the ``avg``/``cat`` ablations use last hidden states; only the ``fusion_*`` systems
-  average all hidden states;
-- ``cat_*`` with CREPE interleave features as the code did (``[x0, w0, c0, x1, …]``);
-  ``cat_xw`` used block order (``torch.cat``).
-
-The paper presets reproduce the published submission: no waveform normalisation, CREPE
-at a 50 ms hop for timestamp embeddings and 250 ms for scene embeddings, stretched onto
-the 20 ms grid by index. :func:`get` offers the better-founded alternatives beside them:
-``normalize="checkpoint"`` (normalise as each checkpoint's feature extractor says) and
-``crepe_frames="reference"`` (CREPE frames computed at the reference frame centres,
-aligned by timestamp, so no interpolation in time).
-
-Each preset is also a HEAR module: ``import hearfuse.presets.fusion_cat_xwc as m;
-m.load_model()``.
+The presets themselves live in :mod:`hearfuse.catalogue`, below the HEAR surface; its names are re-exported
+here because ``hearfuse.presets.get`` and ``hearfuse.presets.names`` were their public home before.
 """
 
-from __future__ import annotations
+from ..catalogue import (
+    DEFAULT_PRESET,
+    HUBERT_LARGE,
+    HUBERT_XLARGE,
+    PAPER_PRESETS,
+    WAV2VEC2_LARGE,
+    describe,
+    get,
+    names,
+)
 
-from dataclasses import replace
-from typing import Literal
-
-from .. import hear2021
-from ..config import FusionConfig, MemberConfig
-from ..errors import UsageError
-from ..fusion.aggregation import LayerAggregation
-from ..upstream import get_family
-
-WAV2VEC2_LARGE = "facebook/wav2vec2-large-960h-lv60-self"
-HUBERT_XLARGE = "facebook/hubert-xlarge-ll60k"
-HUBERT_LARGE = "facebook/hubert-large-ll60k"
-
-_LAST = LayerAggregation("last")
-_MEAN = LayerAggregation("mean")
-_CREPE_PAPER = {"hop_ms": 50.0, "scene_hop_ms": 250.0}
-
-
-def _wav2vec2(aggregation: LayerAggregation) -> MemberConfig:
-    return MemberConfig("wav2vec2", "wav2vec2", WAV2VEC2_LARGE, aggregation)
-
-
-def _hubert(aggregation: LayerAggregation, checkpoint: str = HUBERT_XLARGE) -> MemberConfig:
-    return MemberConfig("hubert", "hubert", checkpoint, aggregation)
-
-
-_CREPE = MemberConfig("crepe", "crepe", "full", _LAST, options=_CREPE_PAPER)
-
-
-def _paper(name: str, *members: MemberConfig, **fusion) -> FusionConfig:
-    return FusionConfig(name=name, members=members, time_alignment="stretch", **fusion)
-
-
-PAPER_PRESETS: dict[str, FusionConfig] = {
-    config.name: config
-    for config in (
-        _paper("wav2vec2_large", _wav2vec2(_LAST)),
-        _paper("hubert_xlarge", _hubert(_LAST)),
-        _paper("crepe", _CREPE),
-        _paper("fusion_wav2vec2_large", _wav2vec2(_MEAN)),
-        _paper("fusion_hubert_xlarge", _hubert(_MEAN)),
-        _paper("avg_xw", _hubert(_LAST, HUBERT_LARGE), _wav2vec2(_LAST), reference="wav2vec2", combine="avg"),
-        _paper("cat_xw", _hubert(_LAST, HUBERT_LARGE), _wav2vec2(_LAST), reference="wav2vec2"),
-        _paper("avg_xc", _hubert(_LAST), _CREPE, reference="hubert", combine="avg", feature_dim=1024),
-        _paper("cat_wc", _wav2vec2(_LAST), _CREPE, interleave=True),
-        _paper("cat_xwc", _hubert(_LAST), _wav2vec2(_LAST), _CREPE, reference="wav2vec2", interleave=True),
-        _paper("fusion_cat_xwc", _hubert(_MEAN), _wav2vec2(_MEAN), _CREPE, reference="wav2vec2", interleave=True),
-        _paper(
-            "fusion_cat_xwc_g",
-            _hubert(_MEAN),
-            _wav2vec2(_MEAN),
-            _CREPE,
-            reference="wav2vec2",
-            interleave=True,
-            scene_groups=5,
-        ),
-    )
-}
-
-#: Preset the package-level ``load_model("")`` builds: the paper's proposed system.
-DEFAULT_PRESET = "fusion_cat_xwc"
-
-
-def names() -> list[str]:
-    return list(PAPER_PRESETS)
-
-
-def get(
-    name: str,
-    *,
-    normalize: Literal["none", "checkpoint"] = "none",
-    crepe_frames: Literal["paper", "reference"] = "paper",
-) -> FusionConfig:
-    """The config of preset ``name``, optionally with the better-founded alternatives.
-
-    ``normalize="checkpoint"`` normalises the waveform for members whose checkpoint
-    expects it. ``crepe_frames="reference"`` computes CREPE frames at the 20 ms reference
-    frame centres (12.5 ms, 32.5 ms, …) for both embedding kinds and aligns every member by
-    timestamp instead of stretching frame indices.
-    """
-    try:
-        config = PAPER_PRESETS[name]
-    except KeyError:
-        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PAPER_PRESETS)}") from None
-    if normalize not in ("none", "checkpoint"):
-        raise UsageError("normalize must be 'none' or 'checkpoint'")
-    if crepe_frames not in ("paper", "reference"):
-        raise UsageError("crepe_frames must be 'paper' or 'reference'")
-    members = []
-    for member in config.members:
-        if member.family == "crepe" and crepe_frames == "reference":
-            member = replace(member, options={"hop_ms": 20.0, "scene_hop_ms": 20.0, "first_center_ms": 12.5})
-        elif member.family != "crepe":
-            member = replace(member, normalize=normalize)
-        members.append(member)
-    changes: dict = {"members": tuple(members)}
-    if crepe_frames == "reference":
-        changes["time_alignment"] = "timestamps"
-    if normalize != "none" or crepe_frames != "paper":
-        suffix = "+".join(s for s in (normalize != "none" and "norm", crepe_frames != "paper" and "crepe_ref") if s)
-        changes["name"] = f"{name}+{suffix}"
-    return replace(config, **changes)
-
-
-def describe(config: FusionConfig) -> dict:
-    """Members, embedding sizes and hop of a config, from checkpoint metadata (no weights loaded)."""
-    native = {}
-    for member in config.members:
-        family = get_family(member.family)
-        info = family.checkpoints.get(member.checkpoint)
-        native[member.name] = info.feature_dim if info else None
-    reference = config.reference_member
-    known = get_family(reference.family).checkpoints.get(reference.checkpoint)
-    hop_ms = reference.options.get("hop_ms", 50.0) if reference.family == "crepe" else known.hop_ms if known else 20.0
-    sizes = config.embedding_sizes(native) if None not in native.values() else (None, None)
-    return {
-        "name": config.name,
-        "members": [f"{m.checkpoint} ({m.aggregation.mode})" for m in config.members],
-        "combine": config.combine + (" interleaved" if config.interleave else ""),
-        "timestamp_embedding_size": sizes[0],
-        "scene_embedding_size": sizes[1],
-        "hop_ms": hop_ms,
-        "tables": ", ".join(str(table) for table in hear2021.load().paper_tables_of(config.name.split("+")[0])),
-        "weights_available": all(get_family(m.family).is_available(m.checkpoint) for m in config.members),
-    }
+__all__ = [
+    "DEFAULT_PRESET",
+    "HUBERT_LARGE",
+    "HUBERT_XLARGE",
+    "PAPER_PRESETS",
+    "WAV2VEC2_LARGE",
+    "describe",
+    "get",
+    "names",
+]

@@ -1,4 +1,4 @@
-"""HEAR module of the ``avg_xc`` preset (see :mod:`hearfuse.presets`)."""
+"""HEAR module of the ``avg_xc`` preset (see :mod:`hearfuse.catalogue`)."""
 
 from ..hear import hear_functions
 

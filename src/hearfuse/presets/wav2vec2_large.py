@@ -1,4 +1,4 @@
-"""HEAR module of the ``wav2vec2_large`` preset (see :mod:`hearfuse.presets`)."""
+"""HEAR module of the ``wav2vec2_large`` preset (see :mod:`hearfuse.catalogue`)."""
 
 from ..hear import hear_functions
 

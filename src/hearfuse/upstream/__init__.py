@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (registration)
 from .registry import (
     CheckpointInfo,
     Family,
+    FrameRule,
     Option,
     families,
     feature_encoder_family,
@@ -44,6 +45,7 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointInfo",
     "Family",
+    "FrameRule",
     "Option",
     "StateVisitor",
     "TransformerUpstream",

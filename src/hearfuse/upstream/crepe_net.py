@@ -31,7 +31,14 @@ from torch import Tensor, nn
 from .base import StateVisitor, Upstream, centered_frame_count
 from .conv_forms import check_conv_form
 from .conv_matmul import conv1d_matmul, uses_matmul
-from .crepe_spec import BASE_FILTERS, CAPACITIES, NUM_STATES, embedding_dim
+from .crepe_spec import (
+    BASE_FILTERS,
+    CAPACITIES,
+    DEFAULT_FIRST_CENTER_MS,
+    DEFAULT_HOP_MS,
+    NUM_STATES,
+    embedding_dim,
+)
 
 FRAME_SAMPLES = 1024
 SAMPLE_RATE = 16000
@@ -168,9 +175,9 @@ class CrepeUpstream(Upstream):
         self,
         net: CrepeNet,
         *,
-        hop_ms: float = 50.0,
+        hop_ms: float = DEFAULT_HOP_MS,
         scene_hop_ms: float | None = None,
-        first_center_ms: float = 0.0,
+        first_center_ms: float = DEFAULT_FIRST_CENTER_MS,
         frame_batch: int = 512,
     ):
         super().__init__()

@@ -8,6 +8,10 @@ BASE_FILTERS = (32, 4, 4, 4, 8, 16)
 #: last is the pool-5 embedding, so aggregation "last" is CREPE's published embedding. The sixth
 #: block feeds only the pitch classifier and is not a state.
 NUM_STATES = 5
+#: Frames of a CREPE member whose options do not say otherwise: torchcrepe's hop, the first frame centred
+#: on the clip's first sample.
+DEFAULT_HOP_MS = 50.0
+DEFAULT_FIRST_CENTER_MS = 0.0
 
 
 def embedding_dim(capacity: str) -> int:

@@ -17,13 +17,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class FrameRule:
+    """Where a member's timestamp frames lie, stated without loading it (lhotse's ``frame_shift``, s3prl's
+    downsample rate): centred at ``first_center_ms + j * hop_ms``. The built upstream's ``frame_centers_ms``
+    follows it (tested family by family)."""
+
+    hop_ms: float
+    first_center_ms: float
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
-    """What is known about a published checkpoint without loading it."""
+    """What is known about a published checkpoint without loading it. The frame defaults are those of the
+    wav2vec 2.0 convolutional front end and its kin: 25 ms windows every 20 ms."""
 
     feature_dim: int
     num_states: int
     description: str = ""
     hop_ms: float = 20.0
+    first_center_ms: float = 12.5
+
+    @property
+    def frames(self) -> FrameRule:
+        return FrameRule(self.hop_ms, self.first_center_ms)
 
 
 @dataclass(frozen=True)
@@ -80,10 +96,21 @@ class Family:
     description: str = ""
     #: The options ``build`` accepts, by name; configs are checked against them when loaded.
     options: Mapping[str, Option] = field(default_factory=dict)
+    #: ``frame_rule(checkpoint, options)``, for a family whose frames its options set (CREPE's hop); None:
+    #: each checkpoint's frames are those its entry in ``checkpoints`` states.
+    frame_rule: Callable[[str, Mapping[str, Any]], FrameRule | None] | None = None
 
     @property
     def performance_options(self) -> frozenset[str]:
         return frozenset(name for name, option in self.options.items() if option.performance_only)
+
+    def frames(self, checkpoint: str, options: Mapping[str, Any] | None = None) -> FrameRule | None:
+        """The frames ``checkpoint`` built with ``options`` produces; None where only the loaded model knows
+        (a checkpoint the registry does not list)."""
+        if self.frame_rule is not None:
+            return self.frame_rule(checkpoint, options or {})
+        info = self.checkpoints.get(checkpoint)
+        return info.frames if info else None
 
 
 _FAMILIES: dict[str, Family] = {}
