@@ -157,6 +157,7 @@ def test_a_rerun_on_ray_in_another_precision_embeds_again_and_says_why(cluster, 
     assert again.embedded == first.embedded and again.skipped == 0
     said = [r.getMessage() for r in caplog.records if r.name.startswith("hearfuse.collection")]
     assert said == [f"embedding {first.embedded} files again: the dtype (float32 -> bfloat16) changed"]
+    assert again.again == {"the dtype (float32 -> bfloat16) changed": first.embedded}  # also for library callers
     ok = [record for record in _final_records(tmp_path).values() if record["status"] == "ok"]
     assert {record["dtype"] for record in ok} == {"bfloat16"}
 

@@ -159,12 +159,19 @@ def auto_dtype(device) -> str:
     that runs it natively, float32 everywhere else (an older GPU, MPS, an emulating CPU)."""
     import torch
 
-    device = torch.device(device if device is not None else "cpu")
-    if device.type == "cuda":
+    kind = _device_type(device)
+    if kind == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
-    if device.type == "cpu":
+    if kind == "cpu":
         return "bfloat16" if cpu_precision("bfloat16").native else "float32"
     return "float32"
+
+
+def _device_type(device) -> str:
+    """``"cuda"`` for ``cuda:1``; a model without a device is on the CPU."""
+    import torch
+
+    return torch.device(device if device is not None else "cpu").type
 
 
 def resolve_dtype(requested, device):
@@ -181,10 +188,8 @@ _warned: set[str] = set()
 def warn_if_emulated(dtype, device) -> None:
     """Log :meth:`CpuPrecision.warning` once per process and precision when a model is to run in a reduced
     precision on a CPU that emulates it. The run goes on as asked."""
-    import torch
-
     name = dtype_name(dtype)
-    if name not in NATIVE_CPU_FLAGS or torch.device(device if device is not None else "cpu").type != "cpu":
+    if name not in NATIVE_CPU_FLAGS or _device_type(device) != "cpu":
         return
     if name in _warned:
         return

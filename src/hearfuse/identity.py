@@ -24,20 +24,19 @@ EMBEDDING_VERSION = 1
 UNVERSIONED = 0
 
 
-#: Each part of an identity in words, as every message about a change names it.
+#: The parts of an identity that must be equal, in words as every message about a change names them (the
+#: kinds need only cover those wanted).
 PARTS = {
     "config": "the model config's numeric content",
     "dtype": "the dtype",
     "code": "the embedding code version",
     "store_dtype": "the store dtype",
-    "kinds": "the kinds",
 }
 
 
 def change(part: str, before, after) -> str:
     """``the dtype (float32 -> bfloat16) changed``: one cause of embedding again, in words."""
-    show = (lambda value: ", ".join(value) or "none") if part == "kinds" else str
-    detail = "" if part == "config" else f" ({show(before)} -> {show(after)})"
+    detail = "" if part == "config" else f" ({before} -> {after})"
     return f"{PARTS[part]}{detail} changed"
 
 
@@ -54,29 +53,24 @@ class EmbeddingIdentity:
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(sorted(self.kinds)))
 
-    def made_as(self, other: EmbeddingIdentity) -> bool:
-        """Made and stored as ``other`` was (kinds aside): what a reader may put in one selection."""
-        return self.why_not_like(other, kinds=False) == []
+    @property
+    def way(self) -> EmbeddingIdentity:
+        """How the embeddings were made and stored, kinds aside: what a reader keeps apart (a folder may
+        hold ``--kind`` runs of one way)."""
+        return dataclasses.replace(self, kinds=())
 
     def why_not_reusable_for(self, wanted: EmbeddingIdentity, *, any_code: bool = False) -> list[str]:
         """Why stored embeddings of this identity cannot stand in for ``wanted`` (empty: they can): each
         part that differs, and the kinds wanted that they lack. ``any_code``: another code version is
         accepted (``hearfuse embed --reuse-other-code``)."""
-        reasons = self.why_not_like(wanted, kinds=False, code=not any_code)
+        reasons = [
+            change(part, getattr(self, part), getattr(wanted, part))
+            for part in PARTS
+            if getattr(self, part) != getattr(wanted, part) and not (part == "code" and any_code)
+        ]
         missing = sorted(set(wanted.kinds) - set(self.kinds))
         if missing:
             reasons.append(f"the {' and '.join(missing)} embeddings were not written")
-        return reasons
-
-    def why_not_like(self, other: EmbeddingIdentity, *, kinds: bool = True, code: bool = True) -> list[str]:
-        """Each part of ``other`` that differs from this identity, in words."""
-        reasons = []
-        for name in PARTS:
-            if (name == "code" and not code) or (name == "kinds" and not kinds):
-                continue
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine != theirs:
-                reasons.append(change(name, mine, theirs))
         return reasons
 
     def describe(self) -> str:

@@ -223,8 +223,9 @@ def _export(folder, dest: Path, fmt: Format, names, shard_bytes, shard_files, pr
         (dest / name).unlink()
     for leftover in dest.glob(f".*{PARTIAL_SUFFIX}"):  # a killed run's half-written shards (we hold the lock)
         leftover.unlink()
-    entries = {shard.name: {**previous[shard.name], "failed": {}} if shard.name in kept else None for shard in shards}
-    index = _index(identity, folder, shards, digests, entries, missing, complete=False)
+    # as planned: what a kept shard holds, and what the others will hold unless an input cannot be read
+    entries = {shard.name: _entry(shard, digests[shard.name], len(shard.records), {}) for shard in shards}
+    index = _index(identity, folder, entries, missing, complete=False)
     write_text_atomic(dest / INDEX_NAME, json.dumps(index, indent=1))
     summary = ExportSummary(shards=len(shards), kept_shards=len(kept), stale_shards=len(stale))
     meta = {"model": folder.model, "config_fingerprint": folder.fingerprint, **_made_meta(made)}
@@ -235,11 +236,12 @@ def _export(folder, dest: Path, fmt: Format, names, shard_bytes, shard_files, pr
                 bar.update(len(shard.records))
                 continue
             writing = _Writing(names, meta, bar.update)
-            entries[shard.name] = _write_shard(dest, fmt, shard, writing, digests[shard.name])
-            summary.bytes += entries[shard.name].pop("bytes")
+            rows, written = _write_shard(dest, fmt, shard, writing)
+            entries[shard.name] = _entry(shard, digests[shard.name], rows, writing.failed)
+            summary.bytes += written
             bar.set_postfix(MB_per_s=f"{summary.bytes / 1e6 / (time.perf_counter() - started):.1f}")
     _check_rows(dest, fmt, shards, entries)
-    index = _index(identity, folder, shards, digests, entries, missing, complete=True)
+    index = _index(identity, folder, entries, missing, complete=True)
     write_text_atomic(dest / INDEX_NAME, json.dumps(index, indent=1))
     summary.failed = {**missing, **{p: why for entry in entries.values() for p, why in entry["failed"].items()}}
     summary.files = len(folder.records) - len(summary.failed)
@@ -247,8 +249,9 @@ def _export(folder, dest: Path, fmt: Format, names, shard_bytes, shard_files, pr
     return summary
 
 
-def _write_shard(dest: Path, fmt: Format, shard: _Shard, writing: _Writing, digest: str) -> dict:
-    """One shard written and renamed into place (or, when none of its inputs could be read, no file)."""
+def _write_shard(dest: Path, fmt: Format, shard: _Shard, writing: _Writing) -> tuple[int, int]:
+    """One shard written and renamed into place (or, when none of its inputs could be read, no file): its
+    rows and bytes."""
     rows = 0
 
     def write(handle) -> None:
@@ -262,11 +265,15 @@ def _write_shard(dest: Path, fmt: Format, shard: _Shard, writing: _Writing, dige
     else:
         partial.unlink()
         written = 0
-    entry = {"name": shard.name, "files": rows, "first": shard.first, "digest": digest, "failed": writing.failed}
-    return {**entry, "bytes": written}
+    return rows, written
 
 
-def _index(identity, folder, shards, digests, entries, missing, *, complete: bool) -> dict:
+def _entry(shard: _Shard, digest: str, files: int, failed: dict[str, str]) -> dict:
+    """A shard as ``export.json`` lists it: the inputs it holds and those it left out, with why."""
+    return {"name": shard.name, "files": files, "first": shard.first, "digest": digest, "failed": failed}
+
+
+def _index(identity, folder, entries: dict[str, dict], missing, *, complete: bool) -> dict:
     return {
         **identity,
         "source": str(folder.root.resolve()),
@@ -274,11 +281,7 @@ def _index(identity, folder, shards, digests, entries, missing, *, complete: boo
         "files": len(folder.records),
         "complete": complete,
         "failed": missing,
-        "shards": [
-            entries[shard.name]
-            or {"name": shard.name, "files": len(shard.records), "first": shard.first, "digest": digests[shard.name]}
-            for shard in shards
-        ],
+        "shards": list(entries.values()),
     }
 
 

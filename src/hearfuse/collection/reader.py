@@ -151,7 +151,7 @@ class EmbeddingFolder:
     def identity(self) -> EmbeddingIdentity | None:
         """How the selection's embeddings were made and stored (kinds aside); None when ``mix=True`` took
         several ways (each record's ``identity`` says its own)."""
-        ways = {dataclasses.replace(record.identity, kinds=()) for record in self.records}
+        ways = {record.identity.way for record in self.records}
         return next(iter(ways)) if len(ways) == 1 else None
 
     @property
@@ -298,11 +298,6 @@ def open_embeddings(
     )
 
 
-def _way(record: ManifestRecord) -> EmbeddingIdentity:
-    """How a record's embeddings were made and stored, kinds aside (a folder may mix ``--kind`` runs)."""
-    return dataclasses.replace(record.identity, kinds=())
-
-
 def _choose(
     root: Path,
     embedded: list[ManifestRecord],
@@ -312,7 +307,7 @@ def _choose(
 ) -> list[ManifestRecord]:
     """The records of the one way (or, with ``mix``, the one config) chosen."""
     models = {record.config_fingerprint: record.model for record in embedded}
-    ways = collections.Counter(_way(record) for record in embedded)
+    ways = collections.Counter(record.identity.way for record in embedded)
     held = "; ".join(f"{way.describe()} ({models[way.config]}, {count} files)" for way, count in ways.most_common())
     if isinstance(config, FusionConfig):
         config = config.fingerprint()
@@ -326,7 +321,7 @@ def _choose(
         embedded = [record for record in embedded if record.dtype == compute_dtype]
         if not embedded:
             raise UsageError(f"nothing in {root} was computed in {compute_dtype}: {held or 'nothing embedded'}")
-    remaining = collections.Counter(_way(record) for record in embedded)
+    remaining = collections.Counter(record.identity.way for record in embedded)
     configs = {way.config for way in remaining}
     if len(configs) > 1 or (len(remaining) > 1 and not mix):
         kind = "configs" if len(configs) > 1 else "ways"
