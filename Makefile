@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The package states version ranges; constraints.txt holds the exact versions tested.
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
-	# The CREPE tests' reference implementation and X-ARES's encoder check; --no-deps because their
-	# metadata requires torchaudio (neither module the tests import uses it).
-	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24 xares==0.1.3
+	# The CREPE tests' reference implementation, X-ARES's encoder check and HEAR's validator; --no-deps
+	# because their metadata requires torchaudio or TensorFlow (no module the tests import uses them).
+	$(BIN)/python -m pip install --quiet --no-deps torchcrepe==0.0.24 xares==0.1.3 hearvalidator==2021.0.2
+	# Weights of two real models (GE2E, Basic Pitch); --no-deps because their metadata pulls librosa,
+	# webrtcvad and TensorFlow: hearfuse reads their weights files and imports none of their code.
+	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $(STAMP)
 
 # Debian programs the offline suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox).

