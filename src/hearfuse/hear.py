@@ -17,12 +17,18 @@ from .model import FusionModel
 
 
 def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_options) -> FusionConfig:
-    """A preset name, a ``.toml``/``.json`` config path, or a config; ``""`` is the default preset."""
+    """A preset name, a real model's name (:func:`hearfuse.catalogue.real_models`), a ``.toml``/``.json``
+    config path, or a config; ``""`` is the default preset."""
     if isinstance(model_file_path, FusionConfig):
         return model_file_path
     ref = str(model_file_path) or catalogue.DEFAULT_PRESET
     if ref in catalogue.PAPER_PRESETS:
         return catalogue.get(ref, **preset_options)
+    real = catalogue.real_models().get(ref)
+    if real is not None:
+        if preset_options:
+            raise UsageError(f"preset options {sorted(preset_options)} only apply to the paper's presets, not to {ref}")
+        return real
     path = Path(ref).expanduser()
     if path.suffix in (".toml", ".json"):
         if preset_options:
@@ -30,7 +36,10 @@ def resolve_config(model_file_path: str | Path | FusionConfig = "", **preset_opt
         if not path.is_file():
             raise UsageError(f"fusion config file {ref!r} does not exist")
         return FusionConfig.load(path)
-    raise UsageError(f"{ref!r} is neither a preset ({', '.join(catalogue.names())}) nor a .toml/.json config file")
+    raise UsageError(
+        f"{ref!r} is neither a preset ({', '.join(catalogue.names())}), a real model "
+        f"({', '.join(catalogue.real_models())}) nor a .toml/.json config file"
+    )
 
 
 def load_model(

