@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in args.batches:
             audio = clips[:batch].to(device)
             with torch.inference_mode(), autocast:
-                ms = median_ms(lambda audio=audio: member(audio), device, args.repeats)
+                ms = median_ms(lambda audio=audio, member=member: member(audio), device, args.repeats)
             row[f"ms_per_batch_{batch}"] = ms
             row[f"ms_per_clip_{batch}"] = ms / batch
             row[f"real_time_factor_{batch}"] = batch * args.seconds / (ms / 1000)
