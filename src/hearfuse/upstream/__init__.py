@@ -1,8 +1,8 @@
 """Upstream models: one module per family, all behind :class:`~hearfuse.upstream.base.Upstream`.
 
-Importing this package registers the built-in families (wav2vec2, hubert, wavlm,
-data2vec_audio, crepe; whisper, wav2vec2_bert, ast) without importing torch or transformers: the registry entries are
-plain data, and a family's network is imported when one of its checkpoints is built. A new
+Importing this package registers the built-in families (wav2vec2, hubert, wavlm, data2vec_audio, crepe;
+whisper, wav2vec2_bert, ast; speech_embedding) without importing torch or transformers: the registry
+entries are plain data, and a family's network is imported when one of its checkpoints is built. A new
 family registers itself with :func:`register_family` (or :func:`transformer_family` for a
 `transformers` SSL model) and is then usable by name in any fusion config.
 """
@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration)
     data2vec_audio,
     hubert,
     spectrogram_transformer,
+    speech_embedding,
     wav2vec2,
     wav2vec2_bert,
     wavlm,
