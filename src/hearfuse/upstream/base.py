@@ -150,9 +150,14 @@ def stream_states(
             hook.remove()
 
 
-def centre_short_rows(audio: Tensor, lengths: Tensor | None, minimum: int) -> tuple[Tensor, Tensor]:
+def centre_short_rows(
+    audio: Tensor, lengths: Tensor | None, minimum: int, *, centre: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Rows shorter than ``minimum`` samples zero-padded on both sides to it, as a short clip alone is;
-    returns the audio (never the caller's tensor when changed) and every row's length, on the host."""
+    returns the audio (never the caller's tensor when changed) and every row's length, on the host.
+    ``centre``: the padded sample where the clip's middle sample (``length // 2``) goes, as far as the
+    padding allows, for a model whose one frame is centred elsewhere than in the middle of ``minimum``
+    samples; None: the padding is split evenly (the odd sample after the clip)."""
     lengths = torch.full((audio.shape[0],), audio.shape[-1]) if lengths is None else lengths.cpu()
     short = (lengths < minimum).nonzero().flatten().tolist()
     if not short:
@@ -164,7 +169,7 @@ def centre_short_rows(audio: Tensor, lengths: Tensor | None, minimum: int) -> tu
         length = int(lengths[row])
         clip = audio[row, :length].clone()
         audio[row] = 0
-        start = (minimum - length) // 2
+        start = (minimum - length) // 2 if centre is None else min(max(centre - length // 2, 0), minimum - length)
         audio[row, start : start + length] = clip
         lengths[row] = minimum
     return audio, lengths
