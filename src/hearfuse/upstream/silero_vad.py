@@ -2,18 +2,16 @@
 probability per 32 ms chunk.
 
 Weights: the PyPI package ``silero-vad`` (MIT) ships them; hearfuse reads its files and never imports it
-(importing ``silero_vad`` sets torch to one thread). Two checkpoints:
+(importing ``silero_vad`` sets torch to one thread). Checkpoint ``"v6.2"``: the released model, read from
+the package's 16 kHz ONNX file (``silero_vad_16k_op15.onnx``, initialisers read with ``onnx`` as data), whose
+values are bit for bit those of the TorchScript file the package's own ``load_silero_vad()`` runs
+(``silero_vad.jit``; hearfuse does not read that one: ``torch.jit.load`` is deprecated and would load its code).
 
-- ``"v6.2"`` (the default): the released model, read from the package's 16 kHz ONNX file
-  (``silero_vad_16k_op15.onnx``, initialisers read with ``onnx`` as data), whose values are bit for bit
-  those of the TorchScript file the package's own ``load_silero_vad()`` runs (``silero_vad.jit``; hearfuse
-  does not read that one: ``torch.jit.load`` is deprecated and would load its code).
-- ``"tinygrad_16k"``: ``silero_vad_16k.safetensors``, which the package ships for its tinygrad port: the same
-  network with other values (correlated with v6.2's, not equal: on an espeak-ng sentence the two speech
-  probabilities differ by up to 0.9; github.com/snakers4/silero-vad/issues/768). The package's runtime
-  never loads it.
-
-A checkpoint may also be the path of a file in either format (``.safetensors``, else ONNX).
+A checkpoint may also be the path of a file in either format (``.safetensors``, else ONNX). The package's
+``silero_vad_16k.safetensors`` (shipped for its tinygrad port) is such a file, but not a named checkpoint: it
+holds the same network with other values (correlated with v6.2's, not equal: on an espeak-ng sentence the two
+speech probabilities differ by up to 0.9; github.com/snakers4/silero-vad/issues/768), and the package's
+runtime never loads it.
 
 This module is the family's registry entry and needs no torch; the network is in
 :mod:`hearfuse.upstream.silero_vad_net`, imported when a checkpoint is built.
@@ -35,16 +33,10 @@ _REFERENCE = "https://github.com/snakers4/silero-vad"
 
 PROVENANCE = {
     "v6.2": Provenance("silero-vad", "silero_vad/data/silero_vad_16k_op15.onnx", "MIT", _TRAINING_DATA, _REFERENCE),
-    "tinygrad_16k": Provenance(
-        "silero-vad", "silero_vad/data/silero_vad_16k.safetensors", "MIT", _TRAINING_DATA, _REFERENCE
-    ),
 }
 
 _STATES = "states: encoder blocks 1, 2, 4 and the LSTM's h"
-_DESCRIPTIONS = {
-    "v6.2": f"Silero VAD v6.2, as the package runs it ({_STATES})",
-    "tinygrad_16k": f"Silero VAD, the package's weights for its tinygrad port ({_STATES})",
-}
+_DESCRIPTIONS = {"v6.2": f"Silero VAD v6.2, as the package runs it ({_STATES})"}
 
 
 def _build(checkpoint: str = "v6.2", **options):
