@@ -282,8 +282,10 @@ class FusionConfig:
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes the embeddings: not the name, and not the options a
-        member's family declares performance-only (CREPE's ``frame_batch``)."""
+        member's family declares performance-only (CREPE's ``frame_batch``). A checkpoint that a package ships
+        counts with the installed release of that package (its weights may change between releases)."""
         from .upstream import families
+        from .upstream.packaged import installed_version
 
         registered = families()
         data = self.to_dict()
@@ -292,6 +294,9 @@ class FusionConfig:
             family = registered.get(member["family"])
             skip = family.performance_options if family else frozenset()
             member["options"] = {k: v for k, v in member["options"].items() if k not in skip}
+            info = family.checkpoints.get(member["checkpoint"]) if family else None
+            if info is not None and info.provenance is not None:
+                member["weights"] = installed_version(info.provenance)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

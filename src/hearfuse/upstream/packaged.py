@@ -38,3 +38,12 @@ def is_installed(provenance: Provenance) -> bool:
         return packaged_file(provenance).is_file()
     except WeightsNotFoundError:
         return False
+
+
+def installed_version(provenance: Provenance) -> str | None:
+    """``package==version`` of the installed weights package (None when it is not installed): part of a config's
+    fingerprint, so that embeddings made with one release's weights are never taken for another's."""
+    try:
+        return f"{provenance.package}=={importlib.metadata.version(provenance.package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
