@@ -1,8 +1,8 @@
 """Upstream models: one module per family, all behind :class:`~hearfuse.upstream.base.Upstream`.
 
 Importing this package registers the built-in families (wav2vec2, hubert, wavlm,
-data2vec_audio, crepe; whisper, wav2vec2_bert, ast) without importing torch or transformers: the registry entries are
-plain data, and a family's network is imported when one of its checkpoints is built. A new
+data2vec_audio, crepe; whisper, wav2vec2_bert, ast; basic_pitch) without importing torch or transformers:
+the registry entries are plain data, and a family's network is imported when one of its checkpoints is built. A new
 family registers itself with :func:`register_family` (or :func:`transformer_family` for a
 `transformers` SSL model) and is then usable by name in any fusion config.
 """
@@ -10,6 +10,7 @@ family registers itself with :func:`register_family` (or :func:`transformer_fami
 from importlib import import_module
 
 from . import (  # noqa: F401  (registration)
+    basic_pitch,
     crepe,
     data2vec_audio,
     hubert,
