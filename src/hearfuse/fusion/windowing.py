@@ -40,7 +40,10 @@ CAPPED_CONTEXT_SHARE = 0.25
 
 def effective_windowing(upstream: Upstream, windowing: Windowing | None) -> Windowing | None:
     """The windowing a member runs with: the config's, shortened to what the model takes in one call
-    (its context then at most a quarter of the window); a model with such a limit is always windowed."""
+    (its context then at most a quarter of the window); a model with such a limit is always windowed, one
+    that windows clips itself never."""
+    if upstream.windows_itself:
+        return None
     limit = upstream.max_input_samples
     if limit is None:
         return windowing

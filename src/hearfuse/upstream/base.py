@@ -35,13 +35,18 @@ class Upstream(nn.Module, ABC):
     #: then windowed with context. False when frames are computed independently (CREPE):
     #: windows then need only one receptive field of overlap and are exact.
     context_dependent: bool
-    #: Frame hop in samples (for timestamp embeddings).
-    hop_samples: int
+    #: Frame hop in samples (for timestamp embeddings); a fraction where the network runs at another
+    #: rate on a hop that is no whole number of 16 kHz samples (Basic Pitch: 256 samples at 22,050 Hz).
+    hop_samples: int | float
     #: Samples that one frame sees; inputs shorter than this still produce one frame.
     receptive_field: int
     #: The longest input the model takes in one call (Whisper's 30 s, AST's ``max_length`` fbank
     #: frames), or None: longer clips are windowed (:mod:`hearfuse.fusion.windowing`) at most this long.
     max_input_samples: int | None = None
+    #: True when the upstream cuts any clip itself into the windows its network was trained on, in bounded
+    #: memory (Basic Pitch's 2 s): the fusion's long-audio windowing, which cuts at whole 16 kHz samples
+    #: on the frame grid, is not applied to it (Basic Pitch's frames lie on no such grid).
+    windows_itself: bool = False
     #: Whether the checkpoint was trained on zero-mean, unit-variance waveforms.
     expects_normalized_waveform: bool = False
     #: Whether clips of different lengths may share a batch: :meth:`visit_states` then takes
@@ -78,7 +83,7 @@ class Upstream(nn.Module, ABC):
         frames are then its clip's states, and later frames are to be ignored.
         """
 
-    def frame_hop_samples(self, *, scene: bool = False) -> int:
+    def frame_hop_samples(self, *, scene: bool = False) -> int | float:
         """Samples between consecutive frames of the given kind."""
         return self.hop_samples
 
