@@ -9,6 +9,15 @@ equal to its checkpoint's own feature extractor. The hidden states are those of 
   `transformers` returns it. The encoder takes exactly 30 s with no mask: every input is padded to
   30 s, as Whisper was trained, and the frames past the clip's end are dropped (``ceil(n / 320)``
   of the 1,500 20 ms frames). Each row is padded on its own, so clips of any lengths share a batch.
+  With ``pad_to_30s=False`` the encoder runs on the clip's own ``ceil(n / 320)`` frames instead (a
+  10 s clip costs a third of 30 s, less in attention): the log-mel frames they see through the two
+  convolutions, which are exactly the 30 s run's (the clip's maximum, which the log is clamped to, is
+  taken over every frame that reaches into it), the positional embedding's first rows, and no
+  attention to the padding: so the embedding output equals the 30 s run's on every frame and later
+  states differ only by what attending to 30 s minus the clip of silence adds. In a batch, a shorter
+  row's frames past its own are masked out of attention (keys), and its convolutions see only its own
+  mel frames up to its last frame's, so each row equals its clip run alone: clips of any lengths share
+  a batch in this mode too.
 - w2v-BERT 2.0: the input of every conformer block, and the encoder's output, with the attention
   mask of the stacked fbank; padding sits after a clip, where neither the mask nor the causal
   depthwise convolutions let it reach real frames (tested), so clips of any lengths share a batch.
@@ -24,7 +33,9 @@ import math
 from typing import Collection
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.masking_utils import create_bidirectional_mask
 
 from .base import Upstream, centre_short_rows, stream_states
 from .frontends import KALDI_FRAME, KALDI_HOP, AstFbank, SeamlessFbank, WhisperLogMel, kaldi_frame_count
@@ -56,11 +67,13 @@ class FeatureEncoderUpstream(Upstream):
 
 
 class WhisperEncoderUpstream(FeatureEncoderUpstream):
+    """Whisper's encoder; ``pad_to_30s=False`` runs it on each clip's own frames (module docstring)."""
+
     hop_samples = 320
     #: One frame: two mel frames either side through the two k=3 convolutions, one STFT window each.
     receptive_field = 4 * 160 + 400
 
-    def __init__(self, model: nn.Module, extractor):
+    def __init__(self, model: nn.Module, extractor, *, pad_to_30s: bool = True):
         super().__init__()
         self.encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
         self.encoder.eval()
@@ -68,6 +81,7 @@ class WhisperEncoderUpstream(FeatureEncoderUpstream):
         self.max_input_samples = extractor.n_samples
         self.num_states = len(blocks_of(self.encoder)) + 1
         self.feature_dim = self.encoder.config.d_model
+        self.pad_to_30s = pad_to_30s
         if extractor.feature_size != self.encoder.config.num_mel_bins:
             raise ValueError(
                 f"feature extractor gives {extractor.feature_size} mel bins, the encoder takes "
@@ -81,15 +95,39 @@ class WhisperEncoderUpstream(FeatureEncoderUpstream):
     def visit_states(self, audio, visit, *, scene=False, needed: Collection[int] | None = None, lengths=None) -> None:
         if audio.shape[-1] > self.max_input_samples:
             raise ValueError(f"Whisper's encoder takes at most {self.max_input_samples} samples (30 s) at a time")
-        frames = self._frame_count(audio.shape[-1])
-        features = self.frontend(audio).to(self.encoder.conv1.weight.dtype)
-        stream_states(
-            blocks_of(self.encoder),
-            lambda: self.encoder(features).last_hidden_state,
-            visit,
-            lambda hidden: hidden[:, :frames],
-            last_from_block=False,
-        )
+        dtype = self.encoder.conv1.weight.dtype
+        if self.pad_to_30s:
+            frames = self._frame_count(audio.shape[-1])
+            features = self.frontend(audio).to(dtype)
+
+            def run() -> Tensor:
+                return self.encoder(features).last_hidden_state
+
+        else:
+            lengths = torch.full((audio.shape[0],), audio.shape[-1]) if lengths is None else lengths.cpu()
+            counts = torch.tensor([self._frame_count(int(n)) for n in lengths])
+            frames = int(counts.max())
+            # frame j sees mel frames 2j - 2 .. 2j + 2 through the two convolutions; one more makes them even
+            features = self.frontend(audio, min(2 * frames + 2, self.frontend.frames)).to(dtype)
+            real = (torch.arange(frames)[None, :] < counts[:, None]).to(audio.device)
+
+            def run() -> Tensor:
+                return self._encode_frames(features, frames, None if real.all() else real)
+
+        stream_states(blocks_of(self.encoder), run, visit, lambda hidden: hidden[:, :frames], last_from_block=False)
+
+    def _encode_frames(self, features: Tensor, frames: int, real: Tensor | None) -> Tensor:
+        """`transformers`' ``WhisperEncoder.forward`` on ``frames`` frames, where it insists on all 1,500: its
+        modules in its order, the positional embedding cut to the frames present. ``real``: ``(n, frames)``,
+        True on each row's own frames; attention to the others is masked out (the mask `transformers` makes
+        for the encoder's attention implementation)."""
+        encoder = self.encoder
+        embedded = F.gelu(encoder.conv2(F.gelu(encoder.conv1(features))))[..., :frames].transpose(1, 2)
+        hidden = embedded + encoder.embed_positions.weight[:frames]
+        mask = None if real is None else create_bidirectional_mask(encoder.config, hidden, real)
+        for block in blocks_of(encoder):
+            hidden = block(hidden, mask)
+        return encoder.layer_norm(hidden)
 
 
 class Wav2Vec2BertUpstream(FeatureEncoderUpstream):
@@ -173,8 +211,9 @@ class AstUpstream(FeatureEncoderUpstream):
         )
 
 
-def build(kind: str, checkpoint: str) -> FeatureEncoderUpstream:
-    """Load ``checkpoint`` and its feature extractor (see :mod:`hearfuse.upstream.weights`) as ``kind``."""
+def build(kind: str, checkpoint: str, **options) -> FeatureEncoderUpstream:
+    """Load ``checkpoint`` and its feature extractor (see :mod:`hearfuse.upstream.weights`) as ``kind``,
+    built with ``options`` (Whisper's ``pad_to_30s``)."""
     import transformers
 
     model_class, wrapper = {
@@ -182,4 +221,4 @@ def build(kind: str, checkpoint: str) -> FeatureEncoderUpstream:
         "wav2vec2_bert": (transformers.Wav2Vec2BertModel, Wav2Vec2BertUpstream),
         "ast": (transformers.ASTModel, AstUpstream),
     }[kind]
-    return wrapper(load_pretrained(model_class, checkpoint), load_feature_extractor(checkpoint))
+    return wrapper(load_pretrained(model_class, checkpoint), load_feature_extractor(checkpoint), **options)

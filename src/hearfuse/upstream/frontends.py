@@ -62,16 +62,24 @@ class WhisperLogMel(nn.Module):
         if getattr(extractor, "dither", 0.0):
             raise ValueError("a Whisper feature extractor with dither is random: hearfuse needs dither = 0")
         self.n_fft, self.hop, self.samples = extractor.n_fft, extractor.hop_length, extractor.n_samples
+        self.frames = self.samples // self.hop
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.register_buffer(
             "mel_filters", torch.as_tensor(extractor.mel_filters, dtype=torch.float32), persistent=False
         )
 
-    def forward(self, audio: Tensor) -> Tensor:
-        """``(n, samples <= 30 s)`` -> ``(n, mel bins, 3000)``."""
-        audio = F.pad(audio.float(), (0, self.samples - audio.shape[-1]))
+    def forward(self, audio: Tensor, frames: int | None = None) -> Tensor:
+        """``(n, samples <= 30 s)`` -> ``(n, mel bins, frames)``: the first ``frames`` (default: all 3000) of
+        the 30 s features. Fewer cost less: the STFT then runs only on the samples their windows reach. They
+        are exactly the 30 s ones when they include every frame whose window reaches into a clip, since
+        the maximum the log is clamped to is then taken over the same values (later frames hold silence,
+        the least value there is)."""
+        frames = self.frames if frames is None else frames
+        samples = min(self.samples, self.hop * (frames - 1) + self.n_fft // 2)
+        audio = audio.float()[..., :samples]
+        audio = F.pad(audio, (0, samples - audio.shape[-1]))
         spectrum = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True)
-        power = spectrum[..., :-1].abs().square()
+        power = spectrum[..., :frames].abs().square()
         log_spec = torch.clamp(self.mel_filters.T @ power, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log_spec + 4.0) / 4.0
