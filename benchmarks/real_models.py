@@ -26,7 +26,9 @@ from ._env import DTYPES, environment, median_ms, write_results
 from .signals import synthetic_clip
 
 #: Options of a real model worth timing beside its default: ``(model, label, member options)``.
-VARIANTS: list[tuple[str, str, dict]] = []
+VARIANTS: list[tuple[str, str, dict]] = [
+    ("whisper_tiny_en", "pad_to_30s = false", {"pad_to_30s": False}),
+]
 
 
 def configurations(only: list[str] | None) -> list[tuple[str, FusionConfig]]:

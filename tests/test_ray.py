@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from hearfuse.catalogue import describe
 from hearfuse.cluster import check_cluster
 from hearfuse.collection.ray_writer import embed_files_on_ray
 from hearfuse.collection.writer import embed_files
@@ -145,6 +146,26 @@ def test_ray_outputs_equal_a_single_process_byte_for_byte(cluster, collection, r
     assert sorted(_ok_records(tmp_path)) == sorted(set(_ok_records(tmp_path)))  # each input once
     again = embed_files_on_ray(resolve_config(CREPE_TINY), [collection], tmp_path, workers=1, progress=False)
     assert again.embedded == 0 and again.skipped == 17  # resumable exactly like a single process
+
+
+REAL_FUSION = ROOT / "examples" / "whisper_crepe_ge2e_wakeword.toml"
+
+
+def test_a_fusion_of_four_real_models_on_ray_equals_a_single_process(cluster, tmp_path):
+    """Whisper tiny.en, CREPE, GE2E and speech_embedding (weights from packages): what Ray's workers write is
+    what one process writes, bytes for bytes."""
+    config = resolve_config(str(REAL_FUSION))
+    if not describe(config)["weights_available"]:
+        pytest.skip("the real models' packages are not installed (make install installs them)")
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for index, seconds in enumerate((0.5, 1.7, 3.2)):  # one shorter than speech_embedding's 775 ms window
+        audio = (0.1 * rng.standard_normal(int(16000 * seconds))).astype("float32")
+        sf.write(tmp_path / "in" / f"clip{index}.wav", audio, 16000)
+    single = embed_files(FusionModel.from_config(config), [tmp_path / "in"], tmp_path / "single", progress=False)
+    on_ray = embed_files_on_ray(config, [tmp_path / "in"], tmp_path / "ray", workers=1, progress=False)
+    assert single.embedded == on_ray.embedded == 3
+    assert_same_as_reference(tmp_path / "ray", tmp_path / "single")
 
 
 def test_a_rerun_on_ray_in_another_precision_embeds_again_and_says_why(cluster, collection, tmp_path, caplog):

@@ -72,3 +72,14 @@ def test_using_the_embeddings_example_runs_on_a_real_embed_folder(tmp_path, monk
     pytest.importorskip("xares.audio_encoder_checker", reason="xares is not installed here; `make install` installs it")
     monkeypatch.chdir(repository)
     exec(next(block for block in _blocks("python") if "hearfuse.xares" in block), {})
+
+
+def test_the_real_models_table_is_the_registrys(capsys):
+    """The README's table of real models is what `hearfuse models --markdown` prints from the registry entries."""
+    from hearfuse.cli import main
+
+    assert main(["models", "--markdown"]) == 0
+    printed = capsys.readouterr().out.strip()
+    (in_readme,) = re.findall(r"<!-- real-models-table -->\n(.*?)\n<!-- /real-models-table -->", README, flags=re.S)
+    assert in_readme == printed
+    assert printed.count("\n| `") >= 7 and "`whisper_tiny_en`" in printed
