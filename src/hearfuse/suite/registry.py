@@ -31,9 +31,7 @@ class SuiteTask:
 SUITE: dict[str, SuiteTask] = {}
 
 
-def suite_task(
-    name: str, *, stands_in_for: str, kind: str, labels: str, metric: str, suite: str = "synthetic"
-):
+def suite_task(name: str, *, stands_in_for: str, kind: str, labels: str, metric: str, suite: str = "synthetic"):
     """Register a task builder under ``name`` in ``suite``."""
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
