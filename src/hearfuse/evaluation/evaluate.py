@@ -213,9 +213,12 @@ def embed_task(
     task: Task,
     settings: EvaluationSettings,
     variants: Mapping[str, Sequence[LayerAggregation]] | None = None,
+    *,
+    scene_frames: bool = False,
 ) -> dict[str, list[SplitEmbeddings]]:
     """Every split of ``task`` into the cache, in the kit's memmap order, with a progress bar: for
-    ``model``, or for each of its variants (:func:`.cache.embed_split_variants`) from one pass."""
+    ``model``, or for each of its variants (:func:`.cache.embed_split_variants`) from one pass; a scene
+    task's scene frames instead of its embeddings with ``scene_frames``."""
     from tqdm import tqdm
 
     order = task.kit_file_order()
@@ -236,6 +239,7 @@ def embed_task(
                 files=order[split],
                 batch_seconds=settings.batch_seconds,
                 progress=bar.update,
+                scene_frames=scene_frames,
             )
             for split in task.splits
         }
@@ -262,13 +266,8 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     aggregate."""
     protocol = settings.protocol
     probe = protocol.registered_probe
-    primary = metrics.METRICS[task.primary_metric]
     folds = task.folds()
-    started = time.perf_counter()
-    candidates = probe.search(_probe_fold(task, folds[0], data, settings), protocol)
-    # sort_grid_points: best validation value first, the earlier candidate on ties (a stable sort)
-    chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
-    grid_seconds = time.perf_counter() - started
+    chosen, candidates, grid_seconds = select_on_validation(task, data, settings)
 
     started = time.perf_counter()
     fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
@@ -287,23 +286,48 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         )
         for name, value in _test_scores(task, data[fold.test], trained, settings.device).items():
             fold_scores[name].append(value)
+    result = selection_record(task, chosen, candidates, settings, grid_seconds)
+    result["test"] = {name: aggregate(values) for name, values in fold_scores.items()}
+    result["folds"] = trained_folds
+    result["timings"]["folds_s"] = time.perf_counter() - started
+    return result
+
+
+def select_on_validation(
+    task: Task, data: Mapping[str, SplitData], settings: EvaluationSettings
+) -> tuple[Fitted, list[Fitted], float]:
+    """The probe's candidates searched on the first split (only its training and validation splits are
+    read), the one chosen on validation, and the seconds the search took."""
+    primary = metrics.METRICS[task.primary_metric]
+    started = time.perf_counter()
+    candidates = settings.protocol.registered_probe.search(
+        _probe_fold(task, task.folds()[0], data, settings), settings.protocol
+    )
+    # sort_grid_points: best validation value first, the earlier candidate on ties (a stable sort)
+    chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
+    return chosen, candidates, time.perf_counter() - started
+
+
+def selection_record(
+    task: Task, chosen: Fitted, candidates: list[Fitted], settings: EvaluationSettings, grid_seconds: float
+) -> dict:
+    """What a result says about the choice on validation (a test adds its scores and folds)."""
+    probe = settings.protocol.registered_probe
     return {
         "metric": task.primary_metric,
-        "higher_is_better": primary.higher_is_better,
-        "test": {name: aggregate(values) for name, values in fold_scores.items()},
+        "higher_is_better": metrics.METRICS[task.primary_metric].higher_is_better,
         "validation_score": chosen.validation_score,
         "monitor": chosen.monitor,
         "selected_hyperparameters": chosen.params.to_dict(),
         "selected_event_postprocessing": chosen.postprocessing.to_dict() if chosen.postprocessing else None,
         "grid": [probe.describe(candidate) for candidate in candidates],
-        "folds": trained_folds,
-        "protocol": protocol.to_dict(),
+        "protocol": settings.protocol.to_dict(),
         "device": settings.device,
-        "timings": {"grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
+        "timings": {"grid_s": grid_seconds},
     }
 
 
-def _probe_fold(task: Task, fold: Fold, data: dict[str, SplitData], settings: EvaluationSettings) -> ProbeFold:
+def _probe_fold(task: Task, fold: Fold, data: Mapping[str, SplitData], settings: EvaluationSettings) -> ProbeFold:
     """A fold as every probe sees it: its training rows, its validation split, and how a fit is judged
     there (the primary score, or the validation loss where the task turns scoring off)."""
     scoring = uses_scoring_for_early_stopping(task.metadata)

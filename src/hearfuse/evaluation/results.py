@@ -27,6 +27,8 @@ from .protocol import KIT_PROBE, PROBES
 #: The folder of a results directory where ``hearfuse layers`` keeps its views' results and its tables:
 #: not ``<model>/<task>.json`` records of ``hearfuse evaluate`` (one report each).
 LAYERS_FOLDER = "layers"
+#: The folder where ``hearfuse plan`` keeps its candidates' scores, its tables and the configs it chose.
+PLAN_FOLDER = "plan"
 _REQUIRED_KEYS = ("model", "task", "status")
 _STATUSES = ("ok", "failed", "skipped")
 
@@ -42,7 +44,8 @@ def load_results(results_dir: str | Path) -> list[dict]:
     """Read every ``<model>/<task>.json`` under ``results_dir``, sorted by (model, task).
 
     Files that do not end in ``.json`` (and hidden files such as editors' or writers'
-    temporaries), and the :data:`LAYERS_FOLDER` of ``hearfuse layers``, are skipped. A file
+    temporaries), and the :data:`LAYERS_FOLDER` of ``hearfuse layers`` and :data:`PLAN_FOLDER` of ``hearfuse
+    plan``, are skipped. A file
     that is not valid JSON, is not a JSON object, lacks
     ``model``/``task``/``status``, has an unknown status, or (for ``status == "ok"``) lacks
     ``metric`` or the ``test`` scores raises ``ValueError`` naming the file. Two files for the
@@ -56,7 +59,7 @@ def load_results(results_dir: str | Path) -> list[dict]:
     for path in sorted(root.glob("*/*.json")):
         if path.name.startswith(".") or path.parent.name.startswith(".") or not path.is_file():
             continue
-        if path.parent.name == LAYERS_FOLDER:
+        if path.parent.name in (LAYERS_FOLDER, PLAN_FOLDER):
             continue
         record = _read_record(path)
         key = (record["model"], record["task"], probe_of(record))

@@ -1,0 +1,94 @@
+"""``hearfuse plan``: the best fusion of some members for some tasks, chosen on validation data."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import checked_device, evaluation_options, report_failures, settings_from, writable_folder
+
+
+def add(commands) -> None:
+    plan = commands.add_parser(
+        "plan",
+        help="find the best fusion of some members for HEAR-layout tasks (states, subsets, combination, "
+        "reference, pooling), chosen on validation",
+        description="Embed every hidden state of every member once per clip (cached: nothing is embedded twice, "
+        "across runs too), build every candidate fusion from those states with the fusion step the model itself "
+        "runs, score the candidates on validation data with the linear probe (the best again with the kit's MLP "
+        "under --probe mlp), and test only what is reported. The space: per member its last state, the mean of "
+        "all (the paper) or its best single state; every non-empty subset of the members; cat, avg (the paper's "
+        "width interpolation) or cat with members weighted equally; each member of a subset as the alignment "
+        "reference; scene pooling by the mean or 5 groups. Writes RESULTS/plan/: configs/<task>.toml (the choice "
+        "per task) and configs/all_tasks.toml (best mean rank), plan-<probe>.md/.json (candidates x tasks, test "
+        "scores of what is reported) and pareto-<probe>.png (score against the members' real-time factor and "
+        "the width). Rerun to resume: stored scores are reused while their provenance holds.",
+        epilog="examples:\n"
+        "  hearfuse plan --member crepe_tiny --member resemblyzer --member speech_embedding --tasks tasks/\n"
+        "  hearfuse plan --member fusion_cat_xwc --tasks tasks/ --paper\n"
+        "  hearfuse plan --member examples/whisper_crepe_ge2e_wakeword.toml:whisper --member crepe_tiny "
+        "--tasks tasks/ --task gm_pitch --probe mlp\n\n"
+        "Exit status: 0 when every candidate was scored on every task, 1 when any failed, 2 on usage errors.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plan.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        metavar="MEMBER",
+        help="a real model or preset name, or a .toml/.json config (each of its members), or NAME_OR_FILE:MEMBER "
+        "(that member); repeatable, member names unique",
+    )
+    plan.add_argument("--tasks", required=True, help="a task directory or a folder of task directories")
+    plan.add_argument(
+        "--paper",
+        action="store_true",
+        help="score only the rows of the paper's Tables 3-6 on these members (all of them tested) and print "
+        "them in its layout",
+    )
+    plan.add_argument(
+        "--search",
+        choices=("staged", "exhaustive"),
+        default="staged",
+        help="staged: one factor at a time, as the paper's ablation (states; subsets x combinations; reference "
+        "and pooling of the best); exhaustive: every candidate of the space (default: staged)",
+    )
+    evaluation_options(plan, default_probe="linear")
+    plan.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from ..dtypes import resolve_dtype
+    from ..evaluation.plan import Plan, resolve_members, run_plan
+    from ..evaluation.plan_report import paper_markdown, write_outputs
+    from ..evaluation.results import PLAN_FOLDER
+
+    logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
+    members = resolve_members(args.member)
+    results_dir = writable_folder("--results", args.results).resolve()
+    settings = settings_from(args, results_dir, checked_device(args.device))
+    settings = dataclasses.replace(settings, results_dir=results_dir / PLAN_FOLDER)
+    plan = Plan(
+        members,
+        args.tasks,
+        settings,
+        only=args.task or (),
+        dtype=resolve_dtype(args.dtype, settings.device),
+        probe=args.probe,
+        search=args.search,
+        paper=args.paper,
+    )
+    result = run_plan(plan)
+    written = write_outputs(result, settings.results_dir)
+    if args.paper:
+        print(paper_markdown(result))
+    print(f"table: {written['markdown']}, {written['json']}; chart: {written['chart']}")
+    for task, path in written.items():
+        if task not in ("markdown", "json", "chart"):
+            print(f"config for {task}: {path}")
+    return report_failures(
+        [record for c in plan.candidates.values() for per_task in c.validation.values() for record in per_task.values()]
+        + [r.result for r in result.reported]
+    )
