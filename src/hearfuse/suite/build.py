@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UsageError
-from . import debian, music, recorded_speech, speech  # noqa: F401  (registration)
+from . import debian, music, recorded_drums, recorded_speech, speech  # noqa: F401  (registration)
 from .registry import SIZES, SUITE, SUITES, SuiteTask
 from .synth import require, soundfont
 
