@@ -180,10 +180,11 @@ def _run(
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
         reason = settings.protocol.not_applicable(task.embedding_type)
+        origin = {"task_suite": task.metadata.get("suite"), "task_sources": task.metadata.get("sources", [])}
         if reason is not None:  # said, and the other tasks go on
-            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason}
+            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason, **origin}
         else:
-            result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+            result = {"model": model_name, "task": task_path.name, "status": "ok", **origin, **compute(task)}
         result["probe"] = settings.protocol.probe
     except WeightsNotFoundError:  # the model's problem, not the task's: no other task would fare better
         raise
