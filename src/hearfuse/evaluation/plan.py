@@ -9,32 +9,39 @@ fusion step :class:`~hearfuse.model.FusionModel` itself runs (:func:`hearfuse.mo
 :func:`~hearfuse.model.scene_pooling_weights`, :func:`~hearfuse.model.join_members`), so a candidate's
 embeddings are its config's, and ``hearfuse evaluate`` on an emitted config gives the plan's numbers.
 
-The candidate space (:data:`SPACE`, printed by the command with its size):
+The candidate space (:class:`Space`, printed by the command with its size):
 
 - per member, its state choice: the last state; the mean of all (the paper's fusion); its best single
-  state on validation (best mean rank over the tasks). Learned layer weights are not a choice: fitting
-  them is a joint L-BFGS fit of all states with a head per task to convergence, which on frame-level tasks
-  costs many probe fits (``hearfuse layers --write-config --choose learned`` offers them);
-- every non-empty subset of the members;
-- how a subset is combined: ``cat`` and ``avg`` (each member interpolated to the reference's width, the
-  paper's), and ``cat`` with every member weighted equally (``member_weighting = "equal"``);
+  state on validation (best mean rank over the tasks); and, when asked for (``learned`` in ``states``),
+  softmax weights over its states learned jointly with a linear head per task on the training data
+  (:func:`.layers.learn_layer_weights`, as ``hearfuse layers --choose learned``: a joint L-BFGS fit to
+  convergence over every task's rows, a cost of its own, so not a default);
+- every subset of the members (of at least ``min_members``);
+- how a subset is combined: ``cat`` and ``avg``, and ``cat`` with every member weighted equally
+  (``member_weighting = "equal"``); each interpolates every member's feature axis to the reference's
+  width, as the paper does;
 - the alignment reference, whose frames and width the others take: each member of the subset;
 - scene pooling (scene tasks): the mean, or the means of 5 consecutive groups.
 
-Members are aligned by their frames' timestamps; the paper's recipe (every member's mean state,
-concatenated and interleaved, stretched onto the first member's frames) is always scored beside.
+Members are aligned by their frames' timestamps. ``states``, ``combinations`` and ``min_members``
+narrow the space. Beside it, every member's single states (stage 1) and the paper's recipe (every
+member's mean state, concatenated and interleaved, stretched onto the first member's frames) are scored:
+the first give each member's best state and the best single member, the second is what the paper would
+have used.
 
 Search (:data:`SEARCHES`): ``exhaustive`` scores the whole space; ``staged`` (the default) scores it one
-factor at a time, as the paper's ablation did: (1) each member alone with each single state and the mean;
-(2) every subset of two or more with every member's last, mean or best state (one rule for all), each
-combination, on the first member's frames, mean pooling; (3) for the :data:`REFINED` best by mean rank,
-every other reference and 5-group pooling.
+factor at a time, as the paper's ablation did: (1) each member alone with each single state and the mean
+(with only the state choices asked for, when ``best`` is not one); (2) every subset of two or more (of at
+least ``min_members``) with every member's last, mean or best state (one rule for all), each combination,
+on the first member's frames, mean pooling; (3) for the :data:`REFINED` best by mean rank, every other
+reference and 5-group pooling.
 
 Candidates are scored on validation only (the probe's choice on the first split, :func:`.evaluate.
 select_on_validation`), with the linear probe; with ``probe="mlp"`` the :data:`RESCORED` best per task
-and overall are scored again with the kit's MLP, which then chooses. Test scores are computed only for
-what is reported: each task's choice, the choice for all tasks (best mean rank), each task's best single
-member and the paper's recipe. Every score is stored like ``hearfuse evaluate``'s results, with the
+and overall are scored again with the kit's MLP, which then chooses. The choice is among every
+candidate scored that has at least ``min_members`` members. Test scores are computed only for what is
+reported: each task's choice, the choice for all tasks (best mean rank), each task's best single member
+and the paper's recipe. Every score is stored like ``hearfuse evaluate``'s results, with the
 candidate's embedding key as provenance, and reused while it holds: a plan stopped at any point goes on
 where it stopped.
 """
@@ -55,6 +62,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .. import catalogue
 from ..audio import audio_info, load_audio
 from ..config import FusionConfig, MemberConfig
 from ..errors import UsageError
@@ -73,15 +81,27 @@ from .evaluate import (
     select_on_validation,
     selection_record,
 )
-from .layers import best_state, mean_ranks, state_view, validation_ranks
-from .protocol import KIT_PROBE
+from .layers import (
+    WEIGHTS_MAX_ITERATIONS,
+    WEIGHTS_TOLERANCE,
+    StateRows,
+    best_state,
+    learn_layer_weights,
+    mean_ranks,
+    state_view,
+    validation_ranks,
+)
+from .protocol import KIT_PROBE, LINEAR_DEFINITION
+from .provenance import files_stamp, task_content
 from .splits import SplitData, from_cache
 from .tasks import Task, load_task, select_tasks
 
 log = logging.getLogger(__name__)
 
 #: The state choices of a member, the combinations of a subset and the scene poolings of the space.
-STATES = ("last", "mean", "best")
+STATES = ("last", "mean", "best", "learned")
+#: The state choices unless told otherwise: learned weights cost a joint fit per member (see the docstring).
+DEFAULT_STATES = ("last", "mean", "best")
 COMBINATIONS = ("cat", "avg", "cat_eq")
 SCENE_GROUPS = (1, 5)
 SEARCHES = ("staged", "exhaustive")
@@ -93,12 +113,43 @@ RESCORED = 3
 PROBES = ("linear", KIT_PROBE)
 #: Seconds of audio a member is timed on when every clip of it came from the cache.
 SAMPLE_SECONDS = 20.0
-SPACE = (
-    "per member: its last state, the mean of all its states (the paper), its best single state on validation; "
-    "every non-empty subset of the members; combined by cat, avg (interpolated to the reference's width, the "
-    "paper) or cat with members weighted equally; each member of the subset as the alignment reference; "
-    "scene pooling by the mean or 5 group means (scene tasks)"
-)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The candidate space: which state choices (:data:`STATES`), combinations (:data:`COMBINATIONS`)
+    and subset sizes it holds (see the module docstring)."""
+
+    states: tuple[str, ...] = DEFAULT_STATES
+    combinations: tuple[str, ...] = COMBINATIONS
+    min_members: int = 1
+
+    def __post_init__(self) -> None:
+        for option, values, known in (
+            ("--states", self.states, STATES),
+            ("--combine", self.combinations, COMBINATIONS),
+        ):
+            unknown = [v for v in values if v not in known]
+            if unknown or not values:
+                raise UsageError(f"{option} {','.join(values)}: expected some of {', '.join(known)}, comma-separated")
+        if self.min_members < 1:
+            raise UsageError(f"--min-members {self.min_members}: expected 1 or more")
+
+    def describe(self) -> str:
+        combinations = {"cat": "cat", "avg": "avg", "cat_eq": "cat with members weighted equally"}
+        states = {
+            "last": "its last state",
+            "mean": "the mean of all its states (the paper)",
+            "best": "its best single state on validation",
+            "learned": "its state weights learned with a linear head per task",
+        }
+        sizes = "every non-empty subset" if self.min_members == 1 else f"every subset of {self.min_members} or more"
+        return (
+            f"per member: {', '.join(states[s] for s in self.states)}; {sizes} of the members; combined by "
+            f"{', '.join(combinations[c] for c in self.combinations)} (every member interpolated to the "
+            "reference's width, the paper's); each member of the subset as the alignment reference; scene "
+            "pooling by the mean or 5 group means (scene tasks)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,7 +178,8 @@ class PlanMember:
 
 def resolve_members(specs: Sequence[str]) -> list[PlanMember]:
     """``--member`` values: a preset or real model's name or a config file (each of its members), or
-    ``<name or file>:<member>`` (that member). Names must be unique, and all members share one long-audio
+    ``<name or file>:<member>`` (that member). Names must be unique (a real model whose member's name is
+    taken, such as a second CREPE size, is named after the model), and all members share one long-audio
     windowing (the fused configs have one)."""
     if not specs:
         raise UsageError("--member: name at least one member (a real model, a preset, a config file or FILE:MEMBER)")
@@ -138,6 +190,8 @@ def resolve_members(specs: Sequence[str]) -> list[PlanMember]:
         names = [m.name for m in source.members]
         if chosen is not None and chosen not in names:
             raise UsageError(f"--member {spec}: {source.name!r} has no member {chosen!r}; its members: {names}")
+        if names[0] in origin and spec in catalogue.real_models() and spec not in origin:
+            source = source.with_options(members=(replace(source.members[0], name=spec),))
         for member in source.members:
             if chosen is not None and member.name != chosen:
                 continue
@@ -303,20 +357,32 @@ class Plan:
         probe: str = "linear",
         search: str = "staged",
         paper: bool = False,
+        space: Space = Space(),
     ):
         if probe not in PROBES:
             raise UsageError(f"--probe {probe}: a plan scores with {' or '.join(PROBES)}")
         if search not in SEARCHES:
             raise UsageError(f"--search {search}: expected one of {', '.join(SEARCHES)}")
+        if paper and (space != Space() or search != "staged"):
+            raise UsageError(
+                "--paper scores the rows of the paper's tables: drop --states, --combine, --min-members and --search"
+            )
+        if space.min_members > len(members):
+            raise UsageError(
+                f"--min-members {space.min_members}: no candidate is left, only {len(members)} member(s) were given "
+                f"({', '.join(m.name for m in members)})"
+            )
         self.members = {member.name: member for member in members}
         # a task without a validation split is refused here (load_task)
         self.tasks = [load_task(path) for path in select_tasks(tasks_dir, tuple(only))]
         self.settings, self.dtype, self.probe, self.search, self.paper = settings, dtype, probe, search, paper
+        self.space = space
         self.folder = settings.results_dir
         self.num_states: dict[str, int] = {}
         self.widths: dict[str, int] = {}
         self.costs: dict[str, MemberCost] = {}
         self.best_states: dict[str, int] = {}
+        self.learned: dict[str, tuple[float, ...]] = {}
         self.candidates: dict[str, Candidate] = {}
         self._models: dict[str, FusionModel] = {}
         self._aggregated: OrderedDict = OrderedDict()
@@ -410,6 +476,46 @@ class Plan:
     def _cached(self, member: PlanMember, task: Task, split: str) -> list[SplitEmbeddings]:
         return [read_split(self._state_dir(member, i, task, split)) for i in range(self.num_states[member.name])]
 
+    def learn_weights(self) -> None:
+        """Each member's state weights learned jointly with a linear head per task (:func:`.layers.
+        learn_layer_weights`) from its cached states, on every task's training and validation data;
+        stored in ``learned.json`` and reused while the member, the tasks and their audio are the same."""
+        path = self.folder / "learned.json"
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        definition = {
+            "weights": {"tolerance": WEIGHTS_TOLERANCE, "max_iterations": WEIGHTS_MAX_ITERATIONS},
+            "linear": LINEAR_DEFINITION,
+        }
+        tasks = {
+            task.name: [
+                task_content(task),
+                *(files_stamp(task.audio_dir(s), order) for s, order in task.kit_file_order().items()),
+            ]
+            for task in self.tasks
+        }
+        for name, member in self.members.items():
+            identity = {"member": embedding_key(member.solo, self.dtype), "tasks": tasks, "definition": definition}
+            if (stored.get(name) or {}).get("identity") != identity:
+                log.info("learning the state weights of %s on %d task(s)", name, len(self.tasks))
+                rows = [self._state_rows(name, task) for task in self.tasks]
+                weights = learn_layer_weights(rows, device=self.settings.device)
+                stored[name] = {"identity": identity, "weights": weights}
+                write_text_atomic(path, json.dumps(stored, indent=2))
+            self.learned[name] = tuple(stored[name]["weights"])
+
+    def _state_rows(self, member: str, task: Task) -> StateRows:
+        """A task's rows of every state of ``member`` on the first fold's training and validation splits,
+        as the member alone embeds each state (for a scene task: pooled)."""
+        fold = task.folds()[0]
+        train, valid = [], []
+        for index in range(self.num_states[member]):
+            data = self.data(self.fusion({member: index}), task, [*fold.train, fold.valid])
+            train.append(np.concatenate([np.asarray(data[split].x) for split in fold.train]))
+            valid.append(np.asarray(data[fold.valid].x))
+        kind = "multilabel" if task.embedding_type == "event" else task.prediction_type
+        y_train = np.concatenate([data[split].y for split in fold.train])
+        return StateRows(train, y_train, valid, data[fold.valid].y, kind)
+
     # -- candidates ------------------------------------------------------------------------------
 
     def fusion(
@@ -447,6 +553,8 @@ class Plan:
     def _aggregation(self, member: str, choice: str | int) -> LayerAggregation:
         """A state choice as an aggregation, in one form per set of weights (the last state is ``last``)."""
         states = self.num_states[member]
+        if choice == "learned":
+            return LayerAggregation("weights", weights=self.learned[member])
         index = self.best_states[member] if choice == "best" else choice
         if isinstance(index, str):
             aggregation = LayerAggregation(index)
@@ -466,55 +574,67 @@ class Plan:
         return [s for size in range(smallest, len(names) + 1) for s in itertools.combinations(names, size)]
 
     def space_size(self) -> int:
-        """Candidates in the whole space (:data:`SPACE`), given each member's distinct state choices."""
+        """Candidates in the whole space (:class:`Space`), given each member's distinct state choices."""
         groups = len(SCENE_GROUPS) if self._has_scene_tasks else 1
         total = 0
-        for subset in self.subsets():
+        for subset in self.subsets(self.space.min_members):
             choices = math.prod(len(self._choices(name)) for name in subset)
-            total += choices * groups * (1 if len(subset) == 1 else len(COMBINATIONS) * len(subset))
+            total += choices * groups * (1 if len(subset) == 1 else len(self.space.combinations) * len(subset))
         return total
 
     def _choices(self, member: str) -> list[str]:
-        """A member's distinct state choices (the best state may be its last)."""
-        distinct = {self._aggregation(member, choice): choice for choice in reversed(STATES)}
-        return [choice for choice in STATES if choice in distinct.values()]
+        """A member's distinct state choices in the space (the best state may be its last)."""
+        distinct = {self._aggregation(member, choice): choice for choice in reversed(self.space.states)}
+        return [choice for choice in self.space.states if choice in distinct.values()]
 
     @property
     def _has_scene_tasks(self) -> bool:
         return any(task.embedding_type == "scene" for task in self.tasks)
 
+    def eligible(self, candidate: Candidate) -> bool:
+        """Whether a scored candidate may be chosen: it has at least ``min_members`` members."""
+        return len(candidate.members) >= self.space.min_members
+
     def stage_states(self) -> list[FusionConfig]:
-        """Stage 1: each member alone, each single state and the mean."""
+        """Stage 1: each member alone, each single state and the mean (the state choices of the space
+        alone, when its best state is not one)."""
+        if "best" not in self.space.states:
+            return [self.fusion({name: choice}) for name in self.members for choice in self.space.states]
+        learned = ["learned"] if "learned" in self.space.states else []
         return [
-            self.fusion({name: choice}) for name in self.members for choice in [*range(self.num_states[name]), "mean"]
+            self.fusion({name: choice})
+            for name in self.members
+            for choice in [*range(self.num_states[name]), "mean", *learned]
         ]
 
     def stage_fusions(self) -> list[FusionConfig]:
         """Stage 2 of the staged search, or the whole space of the exhaustive one."""
+        space = self.space
         if self.search == "exhaustive":
             return [
                 self.fusion(dict(zip(subset, choices)), combine=combine, reference=reference, scene_groups=groups)
-                for subset in self.subsets()
+                for subset in self.subsets(space.min_members)
                 for choices in itertools.product(*(self._choices(name) for name in subset))
-                for combine in (COMBINATIONS if len(subset) > 1 else ("cat",))
+                for combine in (space.combinations if len(subset) > 1 else ("cat",))
                 for reference in (subset if len(subset) > 1 else (None,))
                 for groups in (SCENE_GROUPS if self._has_scene_tasks else (1,))
             ]
         return [
             self.fusion({name: rule for name in subset}, combine=combine)
-            for subset in self.subsets(smallest=2)
-            for rule in STATES
-            for combine in COMBINATIONS
+            for subset in self.subsets(max(2, space.min_members))
+            for rule in space.states
+            for combine in space.combinations
         ]
 
     def stage_refinements(self) -> list[FusionConfig]:
-        """Stage 3 of the staged search: the :data:`REFINED` best so far on every reference and pooling."""
+        """Stage 3 of the staged search: the :data:`REFINED` best so far (of those that may be chosen)
+        on every reference and pooling."""
         if self.search == "exhaustive":
             return []
         ranks = self.mean_ranks("linear")
-        best = sorted(self.candidates.values(), key=lambda c: ranks[c.name])[:REFINED]
+        eligible = [c for c in self.candidates.values() if self.eligible(c)]
         refined = []
-        for candidate in best:
+        for candidate in sorted(eligible, key=lambda c: ranks[c.name])[:REFINED]:
             config = candidate.config
             references = [m.name for m in config.members] if len(config.members) > 1 else [None]
             for reference in references:
@@ -718,12 +838,13 @@ def run_plan(plan: Plan, echo: Callable[[str], None] = print) -> PlanResult:
         paper_rows = [(table, row, config.name) for table, row, config in rows]
         echo(f"the paper's tables 3-6 on these members: {len(plan.candidates)} distinct candidates")
     else:
+        if "learned" in plan.space.states:
+            plan.learn_weights()
         plan.validate(plan.stage_states(), "1 states")
-        plan.choose_states()
-        echo(
-            f"space: {plan.space_size()} candidates ({SPACE}); best single states: "
-            + ", ".join(f"{name} {index}" for name, index in plan.best_states.items())
-        )
+        if "best" in plan.space.states:
+            plan.choose_states()
+            echo("best single states: " + ", ".join(f"{name} {index}" for name, index in plan.best_states.items()))
+        echo(f"space: {plan.space_size()} candidates ({plan.space.describe()})")
         plan.validate([*plan.stage_fusions(), plan.paper_recipe()], "2 fusions" if plan.search == "staged" else "all")
         plan.validate(plan.stage_refinements(), "3 refinements")
         stages = plan.stage_counts()
@@ -752,16 +873,16 @@ def run_plan(plan: Plan, echo: Callable[[str], None] = print) -> PlanResult:
 
 def _rescore_with_mlp(plan: Plan) -> None:
     """The :data:`RESCORED` best by the linear probe on each task, and overall, scored again by the MLP."""
+    eligible = [c for c in plan.candidates.values() if plan.eligible(c)]
     for task in plan.tasks:
-        plan.validate(
-            [c.config for c in plan.best("linear", task, count=RESCORED)], f"MLP on {task.name}", KIT_PROBE, [task]
-        )
-    overall = [c.config for c in plan.best("linear", None, count=RESCORED)]
+        best = plan.best("linear", task, eligible, count=RESCORED)
+        plan.validate([c.config for c in best], f"MLP on {task.name}", KIT_PROBE, [task])
+    overall = [c.config for c in plan.best("linear", None, eligible, count=RESCORED)]
     plan.validate(overall, "MLP overall", KIT_PROBE)
 
 
 def _choose(plan: Plan, probe: str) -> tuple[dict[str, str], str | None]:
-    among = [c for c in plan.candidates.values() if probe in c.validation]
+    among = [c for c in plan.candidates.values() if probe in c.validation and plan.eligible(c)]
     per_task = {}
     for task in plan.tasks:
         best = plan.best(probe, task, among)

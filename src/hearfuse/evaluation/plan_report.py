@@ -6,7 +6,7 @@ In ``OUT`` (the plan's folder)::
     plan-<probe>.md / .json    members and their cost, the space, the choices, test scores of what is
                                reported, every candidate's validation scores (and, --paper, Tables 3-6)
     pareto-<probe>.png         mean validation rank against the members' real-time factor and the width
-    configs/<task>.toml        the config chosen for each task; configs/all_tasks.toml: for all of them
+    configs-<probe>/<task>.toml  the config chosen for each task; configs-<probe>/all_tasks.toml: for all
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..files import write_text_atomic
 from .charts import pareto_chart
 from .formatting import displayed_mean, format_score, md_escape, metric_heading, score_of
 from .metrics import METRICS
-from .plan import SPACE, Candidate, PlanResult, for_task
+from .plan import Candidate, PlanResult, for_task
 from .report import MISSING
 
 #: The tables of the paper's ablation, as its captions say what each compares.
@@ -36,7 +36,7 @@ def write_outputs(result: PlanResult, out_dir: Path) -> dict[str, Path]:
     plan = result.plan
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    configs = out_dir / "configs"
+    configs = out_dir / f"configs-{result.probe}"
     for task in plan.tasks:
         chosen = result.per_task.get(task.name)
         if chosen is not None:
@@ -105,7 +105,7 @@ def plan_table(result: PlanResult) -> dict:
         "device": plan.settings.device,
         "probe": result.probe,
         "search": "paper" if plan.paper else plan.search,
-        "space": None if plan.paper else {"candidates": plan.space_size(), "definition": SPACE},
+        "space": None if plan.paper else {"candidates": plan.space_size(), "definition": plan.space.describe()},
         "scored": len(plan.candidates),
         "stages": plan.stage_counts(),
         "choice": {"per_task": result.per_task, "all_tasks": result.all_tasks},
@@ -177,17 +177,18 @@ def plan_markdown(result: PlanResult, table: dict, chart: str) -> str:
     if not plan.paper:
         stages = ", ".join(f"{stage}: {count}" for stage, count in table["stages"].items())
         parts.append(
-            f"Space: **{table['space']['candidates']}** candidates ({SPACE}). Scored on validation "
-            f"({plan.search} search): **{table['scored']}** ({stages}).\n"
+            f"Space: **{table['space']['candidates']}** candidates ({table['space']['definition']}). Scored on "
+            f"validation ({plan.search} search): **{table['scored']}** ({stages}).\n"
         )
+        configs = f"configs-{result.probe}"
         parts.append("## Choice\n")
         parts.append("| Task | chosen on validation | config |\n|:---|:---|:---|")
         for task in tasks:
             name = result.per_task.get(task)
-            parts.append(f"| {task} | {md_escape(name or MISSING)} | {f'configs/{task}.toml' if name else MISSING} |")
+            parts.append(f"| {task} | {md_escape(name or MISSING)} | {f'{configs}/{task}.toml' if name else MISSING} |")
         if result.all_tasks:
             parts.append(
-                f"\nFor all tasks (best mean rank): **{md_escape(result.all_tasks)}**, `configs/all_tasks.toml`.\n"
+                f"\nFor all tasks (best mean rank): **{md_escape(result.all_tasks)}**, `{configs}/all_tasks.toml`.\n"
             )
         parts.append("## Test scores of what is reported\n")
         parts.append(_reported_table(result, tasks))
