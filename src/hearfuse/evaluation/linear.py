@@ -162,7 +162,6 @@ class LogisticProblem:
     def fit(self, params: LinearParameters, start: LinearPredictor | None = None) -> LinearPredictor:
         """The optimum for ``params.l2`` (from ``start``'s weights when given)."""
         from scipy.optimize import minimize
-        from threadpoolctl import threadpool_limits
 
         l2, axes, labels = params.l2, self.axes, self.targets.shape[1]
         if start is not None:  # its weights projected on this problem's axes (they lie in them)
@@ -198,25 +197,15 @@ class LogisticProblem:
             if largest_gradient(intermediate_result.x) <= tolerance:
                 raise StopIteration
 
-        # The solver's own BLAS calls are on (parameters x maxcor) matrices, too small to gain from threads:
-        # on more than one thread their hand-offs cost far more than the products (on a busy machine
-        # almost all of a small fit). The objective is torch's, and keeps its threads.
-        with threadpool_limits(limits=1, user_api="blas"):
-            result = minimize(
-                objective,
-                start_point,
-                jac=True,
-                method="L-BFGS-B",
-                callback=stop_when_converged,
-                # only the callback's test (or the cap) ends the search: scipy's own tests are switched off
-                options={
-                    "maxiter": MAX_ITERATIONS,
-                    "maxfun": 2 * MAX_ITERATIONS,
-                    "maxcor": 20,
-                    "ftol": 0.0,
-                    "gtol": 0.0,
-                },
-            )
+        result = minimize(
+            objective,
+            start_point,
+            jac=True,
+            method="L-BFGS-B",
+            callback=stop_when_converged,
+            # only the callback's test (or the cap) ends the search: scipy's own tests are switched off
+            options={"maxiter": MAX_ITERATIONS, "maxfun": 2 * MAX_ITERATIONS, "maxcor": 20, "ftol": 0.0, "gtol": 0.0},
+        )
         converged = largest_gradient(result.x) <= tolerance
         coefficients, bias = unpack(result.x)
         return LinearPredictor(params, axes @ coefficients, bias, self.mean, self.scale, int(result.nit), converged)
