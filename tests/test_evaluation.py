@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 import torch
 
 from hearfuse.config import FusionConfig, MemberConfig
-from hearfuse.evaluation import downstream
+from hearfuse.evaluation import downstream, predictions
 from hearfuse.evaluation.cache import embed_split, embedding_key, read_split, split_dir
 from hearfuse.evaluation.downstream import train_predictor
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
 from hearfuse.evaluation.events import Postprocessing, decode_events, frame_targets
 from hearfuse.evaluation.metrics import METRICS
 from hearfuse.evaluation.protocol import HyperParameters, Protocol
+from hearfuse.evaluation.results import result_path
 from hearfuse.evaluation.tasks import TaskError, load_task
 from hearfuse.model import FusionModel
 from hearfuse.upstream import CheckpointInfo, Family, Upstream, families, register_family
@@ -139,6 +141,43 @@ def test_results_are_recomputed_under_another_protocol(results, tasks_root, monk
         evaluate([CREPE_TINY], tasks_root, fewer_epochs, only=["tones_multiclass"])
     assert recomputed == [Protocol(grid_points=2, max_epochs=30)]
     assert "the downstream protocol (max_epochs) changed" in caplog.text
+
+
+def test_stored_predictions_give_every_fold_score_back(results):
+    """Scene, multilabel, k-fold and event tasks: the predictions stored beside each result score, with
+    the task's metrics, exactly what the result records for every fold."""
+    results, settings = results
+    for result in results.values():
+        stored = predictions.read(result_path(settings.results_dir, result["model"], result["task"]), result)
+        assert len(stored.folds) == len(result["folds"])
+        for metric, entry in result["test"].items():
+            assert [None if math.isnan(v) else v for v in stored.score(metric)] == entry["folds"]
+
+
+def test_a_result_whose_predictions_are_gone_reports_no_interval_and_is_computed_again(
+    results, tasks_root, tmp_path, monkeypatch, caplog
+):
+    _, settings = results
+    copy = tmp_path / "results"
+    shutil.copytree(settings.results_dir / "crepe_tiny", copy / "crepe_tiny")
+    (copy / "crepe_tiny" / "tones_multiclass-v1-full.predictions.npz").unlink()
+    from hearfuse.evaluation.report import write_report
+
+    text = write_report(copy)[0].read_text()
+    assert (
+        "No interval for 1 run(s) (`n/a`): its test predictions file tones_multiclass-v1-full.predictions.npz " in text
+    )
+    assert "| crepe_tiny | best | n/a | best | best |" in text  # the differences table: one model, one run without
+
+    import hearfuse.evaluation.evaluate as module
+
+    recomputed = []
+    monkeypatch.setattr(module, "evaluate_task", lambda model, task, s: recomputed.append(task.name) or {})
+    monkeypatch.setattr(module, "write_text_atomic", lambda *a: None)
+    with caplog.at_level("INFO"):
+        evaluate([CREPE_TINY], tasks_root, dataclasses.replace(settings, results_dir=copy))
+    assert recomputed == ["tones_multiclass-v1-full"]  # the other tasks' results are reused
+    assert "its test predictions file tones_multiclass-v1-full.predictions.npz is missing" in caplog.text
 
 
 def test_settings_reject_an_empty_grid(tasks_root, tmp_path, capsys):

@@ -17,10 +17,12 @@ def add(commands) -> None:
         description="For every model x task: embed every split (cached, resumable), draw the HEAR kit's grid points, "
         "search them on the first data split, train the chosen one on every split and score it with the task's "
         "metrics, exactly as heareval 2021.1.3 does. With --embeddings, score embeddings that heareval's own "
-        "embedding runner wrote instead. Writes RESULTS/<model>/<task>.json, RESULTS/report.md and "
-        "RESULTS/report.png. A stored result is reused only while everything it was computed from holds (config "
-        "numbers, dtype, embedding code, task files and audio, protocol); otherwise it is recomputed and the log "
-        "says why. A failing task is reported and the others go on.",
+        "embedding runner wrote instead. Writes RESULTS/<model>/<task>.json, beside it the test predictions it was "
+        "scored from (<task>.predictions.npz: the report's 95 %% intervals and paired differences are computed from "
+        "them), RESULTS/report.md and RESULTS/report.png. A stored result is reused only while everything it was "
+        "computed from holds (config numbers, dtype, embedding code, task files and audio, protocol) and its "
+        "predictions are stored; otherwise it is recomputed and the log says why. A failing task is reported and "
+        "the others go on.",
         epilog="examples:\n  hearfuse evaluate --model crepe --tasks tasks/ --results results/\n"
         "  hearfuse evaluate --model crepe --model my_fusion.toml --tasks tasks/ --task gm_pitch --device cuda\n"
         "  hearfuse evaluate --embeddings embeddings/hearfuse.presets.crepe --results results/\n"

@@ -5,9 +5,10 @@ points, unless the protocol names another registered :class:`~.protocol.Probe`) 
 data split, the chosen one is fitted on every split (k-fold: fold i tests, fold i+1 validates) and scored
 with every metric of the task, and fold scores are aggregated as the kit does.
 Embeddings come from the cache (:mod:`.cache`) or, with :func:`evaluate_embeddings`, from a folder
-written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json`` and are
-reused only while their provenance (:mod:`.provenance`) and protocol hold; otherwise they are
-recomputed and the log says why.
+written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json``, the test
+predictions they were scored from beside them (:mod:`.predictions`), and are reused only while their
+provenance (:mod:`.provenance`) and protocol hold and their predictions are the ones they were
+written with; otherwise they are recomputed and the log says why.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..fusion.aggregation import LayerAggregation
 from ..hear import resolve_config
 from ..model import FusionModel
 from ..upstream import WeightsNotFoundError
-from . import heareval_layout, metrics, provenance
+from . import heareval_layout, metrics, predictions, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
 from .protocol import Fitted, ProbeFold, Protocol, Validator, aggregate, uses_scoring_for_early_stopping
@@ -166,7 +167,9 @@ def _run(
     identity: Callable[[Task], dict],
     compute: Callable[[Task], dict],
 ) -> dict:
-    """One model x task: reuse the stored result if its provenance holds, else compute and store it."""
+    """One model x task: reuse the stored result if its provenance holds and its test predictions are
+    stored, else compute and store both (the predictions first: a result never names a file that is
+    not there)."""
     out = result_path(settings.results_dir, model_name, task_path.name, settings.protocol.probe)
     started = time.perf_counter()
     current: dict = {"protocol": settings.protocol.to_dict()}
@@ -176,6 +179,8 @@ def _run(
         previous = json.loads(out.read_text()) if out.is_file() else None
         if previous is not None and previous.get("status") == "ok":
             reasons = provenance.changes(previous.get("provenance"), current)
+            missing = predictions.stale(out, previous)
+            reasons += [missing] if missing else []
             if not reasons:
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
@@ -184,6 +189,9 @@ def _run(
             result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason}
         else:
             result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+            tested = result.pop(predictions.KEY, None)
+            if tested is not None:
+                result[predictions.KEY] = predictions.write(out, tested)
         result["probe"] = settings.protocol.probe
     except WeightsNotFoundError:  # the model's problem, not the task's: no other task would fare better
         raise
@@ -259,7 +267,8 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
 
 def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSettings) -> dict:
     """Search the probe's candidates on the first split, fit the chosen one on every other split, test,
-    aggregate."""
+    aggregate. The result holds every fold's test predictions (:class:`.predictions.Predictions`) under
+    :data:`.predictions.KEY`; storing the result replaces them by the file they are written to."""
     protocol = settings.protocol
     probe = protocol.registered_probe
     primary = metrics.METRICS[task.primary_metric]
@@ -273,6 +282,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
     started = time.perf_counter()
     fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
     trained_folds = []
+    tested = []
     for fold in folds:
         trained = probe.fit(_probe_fold(task, fold, data, settings), chosen.params, protocol) if fold.index else chosen
         trained_folds.append(
@@ -285,12 +295,15 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
                 "epochs_run": trained.epochs_run,
             }
         )
-        for name, value in _test_scores(task, data[fold.test], trained, settings.device).items():
+        scores, fold_predictions = _test_scores(task, fold.test, data[fold.test], trained, settings.device)
+        for name, value in scores.items():
             fold_scores[name].append(value)
+        tested.append(fold_predictions)
     return {
         "metric": task.primary_metric,
         "higher_is_better": primary.higher_is_better,
         "test": {name: aggregate(values) for name, values in fold_scores.items()},
+        predictions.KEY: predictions.Predictions(task.embedding_type, task.labels, tuple(tested)),
         "validation_score": chosen.validation_score,
         "monitor": chosen.monitor,
         "selected_hyperparameters": chosen.params.to_dict(),
@@ -370,13 +383,18 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]) -> Va
     return validate
 
 
-def _test_scores(task: Task, test: SplitData, trained: Fitted, device: str) -> dict[str, float]:
-    labels = list(task.labels)
+def _test_scores(
+    task: Task, split: str, test: SplitData, trained: Fitted, device: str
+) -> tuple[dict[str, float], predictions.FoldPredictions]:
+    """Every metric of the task on the test split, and the predictions they were computed from."""
     probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":
-        return {name: metrics.score(name, probabilities, test.y, label_vocabulary=labels) for name in task.metrics}
-    predicted = _events(test, probabilities, labels, trained.postprocessing)
-    return {name: metrics.score(name, predicted, test.references, label_vocabulary=labels) for name in task.metrics}
+        tested = predictions.FoldPredictions(split, tuple(test.files), probabilities, test.y)
+    else:
+        predicted = _events(test, probabilities, list(task.labels), trained.postprocessing)
+        references = {name: test.references.get(name, []) for name in test.files}
+        tested = predictions.FoldPredictions(split, tuple(test.files), predicted=predicted, references=references)
+    return {name: tested.score(name, list(task.labels)) for name in task.metrics}, tested
 
 
 def _json_safe(value):

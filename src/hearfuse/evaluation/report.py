@@ -20,8 +20,13 @@ Formatting rules (shared by the table, the secondary-metric table and the chart)
 * A run whose recorded downstream ``protocol`` (grid points, epoch cap, seed, batch shuffling) differs from
   the most common one among the runs is marked ``†`` in the main table and listed under it:
   its score was not reached the same way as its neighbours'.
+* Under each probe's table, how sure its scores are (:mod:`.uncertainty`): each primary score with
+  its 95 % paired-bootstrap interval, and each model's difference to the task's best model with its
+  interval, **bold** when the interval excludes 0; k-fold tasks also per fold. Runs without stored
+  test predictions (written by an older hearfuse) show ``n/a`` there, and one line says how to get them.
 * Runs on HEAR 2021 tasks get a section and a chart of their own beside the published results
-  (:mod:`hearfuse.evaluation.published`); the tables above hold only the folder's own scores.
+  (:mod:`hearfuse.evaluation.published`); the tables above, and the intervals, hold only the
+  folder's own scores: published numbers are never part of a bootstrap.
 
 The charts are drawn by :mod:`.charts`.
 """
@@ -35,13 +40,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import published
+from . import predictions, published
 from .charts import bar_chart, published_chart
-from .formatting import displayed_mean, format_score, md_escape, score_of
+from .formatting import displayed_mean, format_difference, format_interval, format_score, md_escape, score_of
 from .protocol import KIT_PROBE, PROBES
-from .results import by_probe, load_results, result_grid
+from .results import Column, by_probe, load_results, probe_of, result_grid, result_path
+from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, compare
 
-__all__ = ["failures", "markdown_table", "protocols", "secondary_table", "write_report"]
+__all__ = ["failures", "intervals_markdown", "markdown_table", "protocols", "secondary_table", "write_report"]
 
 MISSING = "–"
 FAILED = "failed"
@@ -212,13 +218,166 @@ def secondary_table(results: Sequence[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# how sure
+
+
+def _comparisons(
+    results_dir: Path, group: Sequence[dict], resamples: int
+) -> tuple[list[str], list[Column], dict[str, Comparison], dict[tuple[str, str], str]]:
+    """Per task, the paired bootstrap of its successful runs that have their test predictions; and
+    why each other successful run has no interval."""
+    models, columns, cells = result_grid(group)
+    comparisons: dict[str, Comparison] = {}
+    unavailable: dict[tuple[str, str], str] = {}
+    for column in columns:
+        stored = {}
+        for model in models:
+            record = cells.get((model, column.task))
+            if record is None or record["status"] != "ok" or score_of(record, column.metric or "") is None:
+                continue
+            path = result_path(results_dir, model, column.task, probe_of(record))
+            try:
+                stored[model] = predictions.read(path, record)
+            except ValueError as error:
+                unavailable[model, column.task] = str(error)
+        if stored:
+            comparison = compare(stored, column.metric, higher_is_better=column.higher_is_better, resamples=resamples)
+            comparisons[column.task] = comparison
+            unavailable.update({(model, column.task): why for model, why in comparison.unavailable.items()})
+    return models, columns, comparisons, unavailable
+
+
+def intervals_markdown(results_dir: str | Path, group: Sequence[dict], resamples: int = RESAMPLES) -> str:
+    """One probe's runs, how sure: scores with 95 % intervals, differences to each task's best model,
+    per fold for k-fold tasks (see :mod:`.uncertainty`); '' when no run succeeded."""
+    models, columns, comparisons, unavailable = _comparisons(Path(results_dir), group, resamples)
+    if not comparisons and not unavailable:
+        return ""
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
+    parts = [
+        f"Paired bootstrap over each task's test clips (scene tasks) or audio files (event tasks): {resamples} "
+        f"resamples (seed {SEED}), each scored with the task's metric; the {level} interval runs from the "
+        f"{(1 - CONFIDENCE) / 2 * 100:g}th to the {(1 + CONFIDENCE) / 2 * 100:g}th percentile of the resampled "
+        "scores. It covers the noise of the test sample, not that of training. k-fold tasks: each fold "
+        "resampled on its own, the score the mean over folds.\n",
+    ]
+    if comparisons:
+        parts += [_interval_table(models, columns, comparisons, unavailable)]
+        parts += [
+            f"Difference to the best model of each task (model − best, same units) on the same resamples, with "
+            f"its {level} interval; **bold**: the interval excludes 0, a difference significant at the 5 % level "
+            "(not corrected for the number of comparisons).\n",
+            _difference_table(models, columns, comparisons, unavailable),
+        ]
+        parts += [_fold_table(task, comparison) for task, comparison in comparisons.items() if _folds(comparison) > 1]
+        parts += [_undefined_note(comparisons, resamples)]
+    if unavailable:
+        reasons = sorted(set(unavailable.values()))
+        parts.append(
+            f"No interval for {len(unavailable)} run(s) (`{NOT_AVAILABLE}`): {'; '.join(reasons)}. Run "
+            "`hearfuse evaluate` again with the same models and tasks to get them: those runs are recomputed, "
+            "the others reused.\n"
+        )
+    return "\n".join(part for part in parts if part)
+
+
+def _interval_table(models, columns, comparisons, unavailable) -> str:
+    lines = [
+        "| " + " | ".join(["Model"] + [md_escape(c.heading()) for c in columns]) + " |",
+        "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
+    ]
+    for model in models:
+        row = [md_escape(model)]
+        for column in columns:
+            comparison = comparisons.get(column.task)
+            estimate = comparison.scores.get(model) if comparison else None
+            if estimate is not None:
+                interval = estimate.interval
+                row.append(
+                    f"{format_score(estimate.value, None, column.metric)} "
+                    f"{format_interval(interval.low, interval.high, column.metric)}"
+                )
+            else:
+                row.append(NOT_AVAILABLE if (model, column.task) in unavailable else MISSING)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _difference_cell(model: str, comparison: Comparison, fold: int | None = None) -> str:
+    if model == comparison.reference:
+        return "best"
+    estimate = comparison.differences[model]
+    if fold is not None:
+        estimate = estimate.folds[fold]
+    interval = estimate.interval
+    text = (
+        f"{format_difference(estimate.value, comparison.metric)} "
+        f"{format_interval(interval.low, interval.high, comparison.metric, signed=True)}"
+    )
+    return f"**{text}**" if estimate.significant else text
+
+
+def _difference_table(models, columns, comparisons, unavailable) -> str:
+    lines = [
+        "| " + " | ".join(["Model"] + [md_escape(c.heading()) for c in columns]) + " |",
+        "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
+    ]
+    for model in models:
+        row = [md_escape(model)]
+        for column in columns:
+            comparison = comparisons.get(column.task)
+            if comparison is not None and model in comparison.scores:
+                row.append(_difference_cell(model, comparison))
+            else:
+                row.append(NOT_AVAILABLE if (model, column.task) in unavailable else MISSING)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _folds(comparison: Comparison) -> int:
+    return len(next(iter(comparison.scores.values())).folds)
+
+
+def _fold_table(task: str, comparison: Comparison) -> str:
+    """A k-fold task's differences to its best model, fold by fold."""
+    count = _folds(comparison)
+    lines = [
+        f"`{task}`, per fold: difference to {md_escape(comparison.reference)}, {CONFIDENCE:.0%} interval\n".replace(
+            "%", " %"
+        ),
+        "| " + " | ".join(["Model"] + [f"fold {i + 1}" for i in range(count)]) + " |",
+        "|" + "|".join([":---"] + [":---:"] * count) + "|",
+    ]
+    for model in comparison.differences:
+        if model != comparison.reference:
+            cells = [_difference_cell(model, comparison, fold) for fold in range(count)]
+            lines.append("| " + " | ".join([md_escape(model)] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _undefined_note(comparisons: dict[str, Comparison], resamples: int) -> str:
+    """Where a score is undefined (NaN) on some resamples, which were left out of its interval."""
+    notes = [
+        f"{md_escape(model)} on `{task}` ({estimate.interval.undefined} of {resamples})"
+        for task, comparison in comparisons.items()
+        for model, estimate in comparison.scores.items()
+        if estimate.interval.undefined
+    ]
+    if not notes:
+        return ""
+    return "Resamples on which the score is undefined, left out of its interval: " + ", ".join(notes) + ".\n"
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+def write_report(
+    results_dir: str | Path, out_dir: str | Path | None = None, *, resamples: int = RESAMPLES
+) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.png`` for ``results_dir`` into ``out_dir``
-    (default: ``results_dir``) and return their paths. Raises ``ValueError`` when the
-    directory holds no result files."""
+    (default: ``results_dir``) and return their paths; ``resamples``: the bootstrap's (0: no
+    intervals). Raises ``ValueError`` when the directory holds no result files."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
@@ -242,6 +401,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
     charts = {probe: png_path if index == 0 else out / f"report-{probe}.png" for index, probe in enumerate(groups)}
     for probe, group in groups.items():
         parts += _primary_section(probe, group, charts[probe])
+        how_sure = intervals_markdown(results_dir, group, resamples) if resamples else ""
+        if how_sure:
+            parts += [f"### How sure{_of_probe(probe)}\n", how_sure]
     comparison = published.markdown(results)
     comparison_chart = out / "report-published.png"
     if comparison:

@@ -5,6 +5,8 @@ One JSON file per (model, task, probe)::
 
     RESULTS_DIR/<model>/<task>.json            the kit's MLP
     RESULTS_DIR/<model>/<task>.<probe>.json    any other probe (linear, knn, ...): one table each
+    RESULTS_DIR/<model>/<task>[.<probe>].predictions.npz
+                                               the test predictions it was scored from (:mod:`.predictions`)
 
     {"model": "fusion_cat_xwc", "task": "gm_pitch-v1-full", "status": "ok" | "failed" | "skipped",
      "error": "message when failed", "metric": "pitch_acc", "higher_is_better": true,
