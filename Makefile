@@ -32,12 +32,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $(STAMP)
 
-# Debian programs the offline suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox).
+# Debian programs the synthetic suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox) and the
+# packages whose recordings the recorded suite reads; apt-get runs only when something is missing.
+RECORDED_PACKAGES := tuxpaint-stamps-default ktuberling-data klettres-data hydrogen-drumkits
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
 	    || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends \
 	    fluidsynth fluid-soundfont-gm espeak-ng sox; fi
+	@missing=$$(for package in $(RECORDED_PACKAGES); do \
+	    dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $$missing; fi
 
 test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
@@ -49,10 +55,10 @@ test: install system-deps
 test-no-bf16:
 	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
 
-# Build the ci suite, evaluate `crepe` (weights ship with the package) and every preset whose
-# weights are in the local cache, and print the report.
+# Build the ci size of both suites (synthetic and recorded), evaluate MODELS with PROBE on them and print the
+# report, which says which tasks are recorded and which synthetic.
 demo: install system-deps
-	$(BIN)/hearfuse tasks build --out $(DEMO)/tasks --size ci
+	$(BIN)/hearfuse tasks build --out $(DEMO)/tasks --size ci --suite all
 	$(BIN)/hearfuse evaluate $(foreach model,$(MODELS),--model $(model)) \
 	  --tasks $(DEMO)/tasks --results $(DEMO)/results --probe $(PROBE)
 

@@ -118,6 +118,7 @@ def test_result_files_have_the_report_schema(results):
         "shuffle_batches": False,
     }
     assert stored["monitor"] == "score" and stored["test"]["segment_1s_er"]["std"] is None  # one split: no std
+    assert stored["task_suite"] is None and stored["task_sources"] == []  # not a task of hearfuse's suite
 
 
 def test_finished_results_are_not_recomputed(results, tasks_root, monkeypatch):

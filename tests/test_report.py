@@ -18,6 +18,7 @@ from hearfuse.evaluation.report import (
     failures,
     markdown_table,
     secondary_table,
+    tasks_table,
     write_report,
 )
 from hearfuse.evaluation.results import load_results
@@ -329,12 +330,41 @@ def test_write_report_round_trip(tmp_path):
     assert "**hubert_xlarge** on `libricount-v1-full`: RuntimeError: out of memory \\| killed" in text
     assert "| gm_pitch-v1-full | chroma_acc | n/a | 90.0 ± 0.0 | 50.0 ± 0.0 |" in text  # crepe lacks it
     assert "![Primary metric per task](report.png)" in text
+    assert "## Tasks" in text and "| gm_pitch-v1-full | elsewhere | – |" in text
     assert png_size(png_path)[0] > 300
 
     # the report files do not disturb a second run, and out_dir is honoured
     md2, png2 = write_report(results_dir, tmp_path / "out" / "nested")
     assert md2.parent == tmp_path / "out" / "nested" and md2.exists() and png2.exists()
     assert md2.read_text(encoding="utf-8").split("\n", 3)[3] == text.split("\n", 3)[3]  # same but the date
+
+
+def test_the_tasks_section_says_each_tasks_suite_and_sources():
+    def source(package, version, licence):
+        return {"id": f"{package}/x", "package": package, "version": version, "licence": licence, "path": "/usr"}
+
+    recorded = {
+        "task_suite": "recorded",
+        "task_sources": [
+            source("ktuberling-data", "4:22.12.3-1", "GPL-2+"),
+            source("tuxpaint-stamps-default", "2022.06.04-1", "GPL-2"),
+            source("ktuberling-data", "4:22.12.3-1", "GPL-2+"),
+        ],
+    }
+    results = [
+        {**ok("crepe", "spoken_language_recorded-v1-ci", 0.2), **recorded},
+        {**ok("crepe", "gm_pitch-v1-ci", 0.9), "task_suite": "synthetic", "task_sources": []},
+        ok("crepe", "vox_lingua_top10-hear2021-full", 0.3),  # no suite recorded
+        {**ok("whisper", "spoken_language_recorded-v1-ci", 0.5), **recorded},
+    ]
+    header, rows = parse(tasks_table(results))
+    assert header == ["Suite", "Sources"]
+    assert rows["gm_pitch-v1-ci"] == ["synthetic", "–"]
+    assert rows["vox_lingua_top10-hear2021-full"] == ["elsewhere", "–"]
+    assert rows["spoken_language_recorded-v1-ci"] == [
+        "recorded",
+        "ktuberling-data 4:22.12.3-1 (GPL-2+; 2 sources); tuxpaint-stamps-default 2022.06.04-1 (GPL-2; 1 source)",
+    ]
 
 
 def test_write_report_on_empty_dir(tmp_path):

@@ -185,10 +185,11 @@ def _run(
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
         reason = settings.protocol.not_applicable(task.embedding_type)
+        origin = {"task_suite": task.metadata.get("suite"), "task_sources": task.metadata.get("sources", [])}
         if reason is not None:  # said, and the other tasks go on
-            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason}
+            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason, **origin}
         else:
-            result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+            result = {"model": model_name, "task": task_path.name, "status": "ok", **origin, **compute(task)}
             tested = result.pop(predictions.KEY, None)
             if tested is not None:
                 result[predictions.KEY] = predictions.write(out, tested)

@@ -67,12 +67,13 @@ KIT_PROBE = "mlp"
 #: or after MAX_ITERATIONS.
 L2_DECADES = tuple(10.0**exponent for exponent in range(1, -7, -1))
 L2_REFINEMENT = tuple(10.0**exponent for exponent in (0.5, 0.25, -0.25, -0.5))
-TOLERANCE = 1e-6
+TOLERANCE = 1e-8
 MAX_ITERATIONS = 500
 #: What results record of the linear probe: results of another definition (the Adam-trained linear
 #: layer before it recorded learning rates as its candidates) are stale and recomputed.
 LINEAR_DEFINITION = {
     "probe": "L2-regularised logistic regression, L-BFGS to convergence, standardised inputs",
+    "solver": "L-BFGS-B in the inputs' principal axes, diagonally preconditioned",
     "l2_decades": list(L2_DECADES),
     "l2_refinement": list(L2_REFINEMENT),
     "tolerance": TOLERANCE,

@@ -27,6 +27,9 @@ Formatting rules (shared by the table, the secondary-metric table and the chart)
 * Runs on HEAR 2021 tasks get a section and a chart of their own beside the published results
   (:mod:`hearfuse.evaluation.published`); the tables above, and the intervals, hold only the
   folder's own scores: published numbers are never part of a bootstrap.
+* A "Tasks" section says where each task comes from: the suite of ``hearfuse tasks build`` it belongs to
+  (synthetic or recorded, as its task_metadata.json says and its runs recorded) and, for recorded tasks,
+  the Debian packages, versions and licences of its sources.
 
 The charts are drawn by :mod:`.charts`.
 """
@@ -47,12 +50,23 @@ from .protocol import KIT_PROBE, PROBES
 from .results import Column, by_probe, load_results, probe_of, result_grid, result_path
 from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, compare
 
-__all__ = ["failures", "intervals_markdown", "markdown_table", "protocols", "secondary_table", "write_report"]
+__all__ = [
+    "failures",
+    "intervals_markdown",
+    "markdown_table",
+    "protocols",
+    "secondary_table",
+    "tasks_table",
+    "write_report",
+]
 
 MISSING = "–"
 FAILED = "failed"
 NOT_AVAILABLE = "n/a"
 OTHER_PROTOCOL = "†"
+#: A task whose runs record no suite: not built by ``hearfuse tasks build`` (a HEAR task), or run before
+#: results recorded it.
+NO_SUITE = "elsewhere"
 _MAX_ERROR_CHARS = 500
 
 
@@ -214,6 +228,27 @@ def secondary_table(results: Sequence[dict]) -> str:
         "|" + "|".join([":---", ":---"] + [":---:"] * len(models)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def tasks_table(results: Sequence[dict]) -> str:
+    """One row per task (by name): its suite and, for recorded tasks, each package read with its version,
+    licences and how many of the task's sources it gave."""
+    origin: dict[str, tuple[str, list]] = {}
+    for record in sorted(results, key=lambda r: r["task"]):
+        if record["task"] not in origin or record.get("task_suite"):
+            origin[record["task"]] = (record.get("task_suite") or NO_SUITE, record.get("task_sources") or [])
+    lines = ["| Task | Suite | Sources |", "|:---|:---|:---|"]
+    for task, (suite, sources) in origin.items():
+        packages: dict[tuple[str, str], list[str]] = {}
+        for source in sources:
+            packages.setdefault((source["package"], source["version"]), []).append(source["licence"])
+        described = "; ".join(
+            f"{package} {version} ({', '.join(sorted(set(licences)))}; {len(licences)} source"
+            f"{'' if len(licences) == 1 else 's'})"
+            for (package, version), licences in sorted(packages.items())
+        )
+        lines.append(f"| {md_escape(task)} | {suite} | {md_escape(described) or MISSING} |")
     return "\n".join(lines) + "\n"
 
 
@@ -404,6 +439,13 @@ def write_report(
         how_sure = intervals_markdown(results_dir, group, resamples) if resamples else ""
         if how_sure:
             parts += [f"### How sure{_of_probe(probe)}\n", how_sure]
+    parts += [
+        "## Tasks\n",
+        "Where each task comes from: `synthetic` tasks are rendered (FluidR3 GM, espeak-ng), `recorded` ones are "
+        f"built from recordings that Debian packages ship (`hearfuse tasks build --suite`); `{NO_SUITE}`: not "
+        "built by `hearfuse tasks build`, or evaluated before results recorded a task's suite.\n",
+        tasks_table(results),
+    ]
     comparison = published.markdown(results)
     comparison_chart = out / "report-published.png"
     if comparison:
