@@ -181,6 +181,34 @@ def test_a_result_whose_predictions_are_gone_reports_no_interval_and_is_computed
     assert "its test predictions file tones_multiclass-v1-full.predictions.npz is missing" in caplog.text
 
 
+def test_the_spread_across_training_seeds_is_recorded_and_asked_for_again_when_more_seeds_are_wanted(
+    results, tasks_root, tmp_path, caplog
+):
+    _, settings = results
+    seeded = dataclasses.replace(
+        settings, results_dir=tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=30), training_seeds=2
+    )
+    (result,) = evaluate([CREPE_TINY], tasks_root, seeded, only=["tones_multiclass_kfold"])
+    spread = result["training_seeds"]
+    assert spread["seeds"] == [42, 43] and set(spread["test"]) == set(result["test"])
+    assert spread["test"]["top1_acc"][0] == result["test"]["top1_acc"]["mean"]  # the reported run is the first
+    assert 0 <= spread["test"]["top1_acc"][1] <= 1 and result["timings"]["seeds_s"] > 0
+
+    import hearfuse.evaluation.evaluate as module
+
+    kfold = ["tones_multiclass_kfold"]
+    with pytest.MonkeyPatch.context() as patch:  # fewer seeds than stored: reused
+        patch.setattr(module, "evaluate_task", lambda *a, **k: pytest.fail("recomputed a finished result"))
+        assert evaluate([CREPE_TINY], tasks_root, dataclasses.replace(seeded, training_seeds=1), only=kfold)
+    with caplog.at_level("INFO"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "evaluate_task", lambda model, task, s: {})
+        patch.setattr(module, "write_text_atomic", lambda *a: None)
+        evaluate([CREPE_TINY], tasks_root, dataclasses.replace(seeded, training_seeds=3), only=kfold)
+    assert "the spread across 3 training seeds was asked" in caplog.text
+    with pytest.raises(ValueError, match="positive integer"):
+        dataclasses.replace(seeded, training_seeds=0)
+
+
 def test_settings_reject_an_empty_grid(tasks_root, tmp_path, capsys):
     for points in (0, 17):
         with pytest.raises(ValueError, match="between 1 and 16"):
@@ -490,6 +518,13 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
         "options = { hop_ms = 50, scene_hop_ms = 50 }\n"
     )
     results = tmp_path / "results"
+    base = ["evaluate", "--model", str(config), "--tasks", str(tasks_root), "--results", str(results)]
+    assert main([*base, "--probe", "linear", "--seeds", "2"]) == 2
+    assert "--seeds applies to the mlp probe" in capsys.readouterr().err
+    assert main([*base, "--baseline", "crepe"]) == 2  # checked before any work
+    assert "--baseline 'crepe' is none of the models evaluated or stored in" in capsys.readouterr().err
+    assert main([*base, "--model", "crepe_tiny"]) == 2  # the preset of that name is another model
+    assert "two models are named 'crepe_tiny' (" in capsys.readouterr().err
     code = main(
         [
             "evaluate",
@@ -513,8 +548,13 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "tones_multiclass-v1-full" in out and (results / "report.png").is_file()
+    assert "### How sure" in out and "Spread across training seeds" not in out
     (results / "report.md").unlink()
     assert main(["report", str(results)]) == 0 and (results / "report.md").is_file()
+    assert main(["report", str(results), "--baseline", "crepe_tiny"]) == 0
+    assert "Difference to the baseline crepe_tiny" in capsys.readouterr().out
+    assert main(["report", str(results), "--baseline", "crepe"]) == 2
+    assert "baseline 'crepe' is not a model of" in capsys.readouterr().err
     assert main(["tasks", "check", str(tasks_root)]) == 0
     assert "ok: tone_events-v1-full" in capsys.readouterr().out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hearfuse.errors import UsageError
 from hearfuse.evaluation import predictions
 from hearfuse.evaluation.charts import bar_chart
 from hearfuse.evaluation.formatting import format_score
@@ -423,6 +424,26 @@ def test_the_report_gives_intervals_and_marks_significant_differences(tmp_path):
     assert "No interval for 1 run(s) (`n/a`): its test predictions are not stored" in section
 
     assert "### How sure" not in write_report(tmp_path, resamples=0)[0].read_text(encoding="utf-8")
+
+    text = write_report(tmp_path, baseline="poor")[0].read_text(encoding="utf-8")
+    section = text[text.index("### How sure") : text.index("## Tasks")]
+    assert "Difference to the baseline poor (model − baseline" in section
+    tables = _tables(section)  # scores, to best, best per fold, to the baseline, baseline per fold
+    to_baseline = parse(tables[3])[1]
+    assert to_baseline["poor"] == ["baseline", "baseline"] and to_baseline["twin"] == ["–", to_baseline["good"][1]]
+    assert to_baseline["good"][1].startswith("**+") and "`instruments-v1`, per fold: difference to poor" in section
+    with pytest.raises(UsageError, match="baseline 'nobody' is not a model of"):
+        write_report(tmp_path, baseline="nobody")
+
+
+def test_the_spread_across_training_seeds_is_shown_where_runs_recorded_it(tmp_path):
+    seeded = ok("m", "words-v1", 0.80, metric="top1_acc")
+    seeded["training_seeds"] = {"seeds": [42, 43, 44], "test": {"top1_acc": [0.80, 0.70, 0.75]}}
+    write_results(tmp_path, [seeded, ok("m", "tones-v1", 0.5, metric="top1_acc")])
+    section = write_report(tmp_path, resamples=0)[0].read_text(encoding="utf-8").split("### How sure")[1]
+    header, rows = parse(_tables(section)[0])
+    assert header == ["tones-v1 (top1_acc ↑)", "words-v1 (top1_acc ↑)"]
+    assert rows["m"] == ["–", "75.0 ± 5.0 [70.0, 80.0] (n=3)"]
 
 
 def _tables(markdown: str) -> list[str]:

@@ -5,6 +5,7 @@ its pairing, and the stored predictions it reads."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hearfuse.evaluation.metrics import METRICS, score
 from hearfuse.evaluation.predictions import FoldPredictions, Predictions
 from hearfuse.evaluation.uncertainty import (
     RESAMPLES,
+    Estimate,
     PairedBootstrap,
     compare,
     fold_replicates,
@@ -223,6 +225,35 @@ def test_the_best_follows_the_metric_direction_and_other_files_are_not_paired():
     assert "other files" in comparison.unavailable["elsewhere"] and "elsewhere" not in comparison.differences
 
 
+def test_a_named_baseline_is_compared_with_every_model_on_the_same_resamples():
+    folds = {name: scene_fold(seed, 50) for name, seed in (("a", 1), ("b", 2), ("c", 3))}
+    models = {name: Predictions("scene", tuple(LABELS), (fold,)) for name, fold in folds.items()}
+    comparison = compare(models, "top1_acc", baseline="c", resamples=200)
+    bootstrap = PairedBootstrap.drawn(models["a"], "top1_acc", resamples=200)
+    for name in models:
+        expected = bootstrap.difference(models[name], models["c"])
+        assert comparison.baseline_differences[name] == expected
+        assert comparison.differences[name] == bootstrap.difference(models[name], models[comparison.reference])
+    assert comparison.baseline_differences["c"].value == 0.0 and not comparison.baseline_differences["c"].significant
+    absent = compare(models, "top1_acc", baseline="d", resamples=10)  # no run of it on this task
+    assert absent.baseline is None and absent.baseline_differences == {}
+
+
+def test_the_files_most_models_were_tested_on_are_the_ones_resampled():
+    fold = scene_fold(1, 12)
+    elsewhere = Predictions("scene", tuple(LABELS), (scene_fold(2, 10),))
+    models = {"elsewhere": elsewhere, **{name: Predictions("scene", tuple(LABELS), (fold,)) for name in "ab"}}
+    comparison = compare(models, "top1_acc", resamples=20)
+    assert set(comparison.scores) == {"a", "b"} and set(comparison.unavailable) == {"elsewhere"}
+
+
+def test_an_undefined_interval_marks_nothing_significant():
+    interval = percentile_interval(np.full(10, math.nan))
+    assert math.isnan(interval.low) and interval.undefined == 10
+    assert not interval.excludes(0.0) and not Estimate(math.nan, interval).significant
+    assert Estimate(0.1, percentile_interval(np.linspace(0.05, 0.2, 100))).significant
+
+
 # ---------------------------------------------------------------------------------------------
 # stored predictions
 
@@ -247,6 +278,17 @@ def test_predictions_are_stored_exactly_and_used_only_with_their_result(tmp_path
         predictions.read(result_file, record)
     predictions.path_for(result_file).unlink()
     assert "missing" in predictions.stale(result_file, record)
+
+
+def test_a_result_file_gives_its_predictions(tmp_path: Path):
+    model = Predictions("scene", tuple(LABELS), (scene_fold(4, 20),))
+    result_file = tmp_path / "model" / "task-v1.0-full.linear.json"
+    result_file.parent.mkdir()
+    result_file.write_text(json.dumps({"status": "ok", predictions.KEY: predictions.write(result_file, model)}))
+    assert predictions.load(result_file).score("top1_acc") == model.score("top1_acc")
+    result_file.write_text(json.dumps({"status": "failed"}))
+    with pytest.raises(ValueError, match="holds no score"):
+        predictions.load(result_file)
 
 
 def test_counted_metrics_score_as_their_functions():

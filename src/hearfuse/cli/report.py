@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from .common import baseline_option
 
 #: :data:`hearfuse.evaluation.uncertainty.RESAMPLES`, without importing numpy for ``--help``.
 RESAMPLES = 1000
@@ -30,6 +31,7 @@ def add(commands) -> None:
         metavar="B",
         help=f"bootstrap resamples of each task's test set (default: {RESAMPLES}; 0: no intervals)",
     )
+    baseline_option(report)
     report.set_defaults(run=run)
 
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resamples < 0:
         raise UsageError(f"--resamples must be 0 (no intervals) or more, got {args.resamples}")
-    markdown, chart = write_report(args.results, args.out, resamples=args.resamples)
+    markdown, chart = write_report(args.results, args.out, resamples=args.resamples, baseline=args.baseline)
     print(open(markdown).read())
     print(f"report: {markdown}, chart: {chart}")
     return 0

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -38,7 +38,7 @@ from . import heareval_layout, metrics, predictions, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
 from .protocol import Fitted, ProbeFold, Protocol, Validator, aggregate, uses_scoring_for_early_stopping
-from .results import result_path
+from .results import SEEDS_KEY, result_path
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -53,6 +53,13 @@ class EvaluationSettings:
     protocol: Protocol = field(default_factory=Protocol)
     batch_seconds: float = 60.0
     progress: bool = True
+    #: Train the chosen candidate under this many seeds (the protocol's, then the next ones) and record
+    #: the scores of each (:func:`seed_spread`); the reported score stays the protocol seed's.
+    training_seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.training_seeds, bool) or not isinstance(self.training_seeds, int) or self.training_seeds < 1:
+            raise UsageError(f"training_seeds (--seeds) must be a positive integer, got {self.training_seeds!r}")
 
 
 def evaluate(
@@ -73,8 +80,21 @@ def evaluate(
     if dtype == "auto":
         log.info("--dtype auto: %s on %s", dtype_name(picked), settings.device)
     requested = dtype_name(picked) if dtype != "auto" else "auto"
-    jobs = [job for ref in models for job in model_jobs(resolve_config(ref), task_paths, settings, picked, requested)]
+    configs = [resolve_config(ref) for ref in models]
+    named: dict[str, str | FusionConfig] = {}
+    for ref, config in zip(models, configs):
+        if config.name in named:  # one results folder per name: each would recompute over the other's results
+            raise UsageError(
+                f"two models are named {config.name!r} ({_described(named[config.name])} and {_described(ref)}); "
+                "their results would overwrite each other: give one config another name"
+            )
+        named[config.name] = ref
+    jobs = [job for config in configs for job in model_jobs(config, task_paths, settings, picked, requested)]
     return execute(jobs, settings, on_ray)
+
+
+def _described(ref: str | FusionConfig) -> str:
+    return ref if isinstance(ref, str) else f"a config named {ref.name!r}"
 
 
 def model_jobs(
@@ -181,6 +201,8 @@ def _run(
             reasons = provenance.changes(previous.get("provenance"), current)
             missing = predictions.stale(out, previous)
             reasons += [missing] if missing else []
+            if len((previous.get(SEEDS_KEY) or {}).get("seeds", [None])) < settings.training_seeds:
+                reasons.append(f"the spread across {settings.training_seeds} training seeds was asked")
             if not reasons:
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
@@ -300,7 +322,7 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         for name, value in scores.items():
             fold_scores[name].append(value)
         tested.append(fold_predictions)
-    return {
+    result = {
         "metric": task.primary_metric,
         "higher_is_better": primary.higher_is_better,
         "test": {name: aggregate(values) for name, values in fold_scores.items()},
@@ -315,6 +337,33 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
         "device": settings.device,
         "timings": {"grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
     }
+    if settings.training_seeds > 1:
+        started = time.perf_counter()
+        result[SEEDS_KEY] = seed_spread(task, data, settings, chosen, fold_scores)
+        result["timings"]["seeds_s"] = time.perf_counter() - started
+    return result
+
+
+def seed_spread(
+    task: Task, data: dict[str, SplitData], settings: EvaluationSettings, chosen: Fitted, scores: dict[str, list]
+) -> dict:
+    """The chosen candidate trained again on every fold under ``settings.training_seeds - 1`` more seeds
+    (the protocol's seed + 1, + 2, ...) and tested: how much of a score is the luck of training's seed
+    (initialisation, dropout), which the test-set bootstrap does not see. ``scores``: the protocol
+    seed's fold scores per metric. Records each seed's score (the mean over folds) per metric."""
+    protocol = settings.protocol
+    by_seed = {name: [aggregate(values)["mean"]] for name, values in scores.items()}
+    seeds = [protocol.seed + offset for offset in range(settings.training_seeds)]
+    for seed in seeds[1:]:
+        seeded = replace(protocol, seed=seed)
+        fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
+        for fold in task.folds():
+            trained = protocol.registered_probe.fit(_probe_fold(task, fold, data, settings), chosen.params, seeded)
+            for name, value in _test_scores(task, fold.test, data[fold.test], trained, settings.device)[0].items():
+                fold_scores[name].append(value)
+        for name, values in fold_scores.items():
+            by_seed[name].append(aggregate(values)["mean"])
+    return {"seeds": seeds, "test": by_seed}
 
 
 def _probe_fold(task: Task, fold: Fold, data: dict[str, SplitData], settings: EvaluationSettings) -> ProbeFold:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,15 @@ def read(result_file: Path, record: dict) -> Predictions:
     if data is None:
         raise ValueError(reason)
     return Predictions.from_bytes(data)
+
+
+def load(result_file: Path) -> Predictions:
+    """The test predictions of the result stored at ``result_file`` (``<model>/<task>[.<probe>].json``);
+    ``ValueError`` saying why when it has none that can be used."""
+    record = json.loads(Path(result_file).read_text())
+    if record.get("status") != "ok":
+        raise ValueError(f"{result_file} holds no score (status {record.get('status')!r})")
+    return read(Path(result_file), record)
 
 
 def _stored(result_file: Path, record: dict) -> tuple[bytes | None, str | None]:

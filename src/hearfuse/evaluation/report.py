@@ -39,16 +39,18 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UsageError
 from . import predictions, published
 from .charts import bar_chart, published_chart
 from .formatting import displayed_mean, format_difference, format_interval, format_score, md_escape, score_of
 from .protocol import KIT_PROBE, PROBES
-from .results import Column, by_probe, load_results, probe_of, result_grid, result_path
-from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, compare
+from .results import SEEDS_KEY, Column, by_probe, load_results, probe_of, result_grid, result_path
+from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, Estimate, compare
 
 __all__ = [
     "failures",
@@ -257,7 +259,7 @@ def tasks_table(results: Sequence[dict]) -> str:
 
 
 def _comparisons(
-    results_dir: Path, group: Sequence[dict], resamples: int
+    results_dir: Path, group: Sequence[dict], resamples: int, baseline: str | None
 ) -> tuple[list[str], list[Column], dict[str, Comparison], dict[tuple[str, str], str]]:
     """Per task, the paired bootstrap of its successful runs that have their test predictions; and
     why each other successful run has no interval."""
@@ -276,16 +278,25 @@ def _comparisons(
             except ValueError as error:
                 unavailable[model, column.task] = str(error)
         if stored:
-            comparison = compare(stored, column.metric, higher_is_better=column.higher_is_better, resamples=resamples)
+            comparison = compare(
+                stored,
+                column.metric,
+                higher_is_better=column.higher_is_better,
+                baseline=baseline,
+                resamples=resamples,
+            )
             comparisons[column.task] = comparison
             unavailable.update({(model, column.task): why for model, why in comparison.unavailable.items()})
     return models, columns, comparisons, unavailable
 
 
-def intervals_markdown(results_dir: str | Path, group: Sequence[dict], resamples: int = RESAMPLES) -> str:
-    """One probe's runs, how sure: scores with 95 % intervals, differences to each task's best model,
-    per fold for k-fold tasks (see :mod:`.uncertainty`); '' when no run succeeded."""
-    models, columns, comparisons, unavailable = _comparisons(Path(results_dir), group, resamples)
+def intervals_markdown(
+    results_dir: str | Path, group: Sequence[dict], resamples: int = RESAMPLES, baseline: str | None = None
+) -> str:
+    """One probe's runs, how sure: scores with 95 % intervals, differences to each task's best model
+    and, when ``baseline`` names a model, to it; per fold for k-fold tasks (see :mod:`.uncertainty`);
+    '' when no run succeeded."""
+    models, columns, comparisons, unavailable = _comparisons(Path(results_dir), group, resamples, baseline)
     if not comparisons and not unavailable:
         return ""
     level = f"{CONFIDENCE:.0%}".replace("%", " %")
@@ -298,13 +309,29 @@ def intervals_markdown(results_dir: str | Path, group: Sequence[dict], resamples
     ]
     if comparisons:
         parts += [_interval_table(models, columns, comparisons, unavailable)]
-        parts += [
-            f"Difference to the best model of each task (model − best, same units) on the same resamples, with "
-            f"its {level} interval; **bold**: the interval excludes 0, a difference significant at the 5 % level "
-            "(not corrected for the number of comparisons).\n",
-            _difference_table(models, columns, comparisons, unavailable),
-        ]
-        parts += [_fold_table(task, comparison) for task, comparison in comparisons.items() if _folds(comparison) > 1]
+        roles = {"best": "the best model of each task"}
+        if baseline is not None:
+            roles["baseline"] = f"the baseline {md_escape(baseline)}"
+        for role, described in roles.items():
+            parts += [
+                f"Difference to {described} (model − {role}, same units) on the same resamples, with its {level} "
+                "interval; **bold**: the interval excludes 0, a difference significant at the 5 % level (not "
+                "corrected for the number of comparisons).\n",
+                _difference_table(models, columns, comparisons, unavailable, role),
+            ]
+            parts += [
+                _fold_table(task, comparison, role)
+                for task, comparison in comparisons.items()
+                if _folds(comparison) > 1 and _against(comparison, role)[0] is not None
+            ]
+        if baseline is not None:
+            missing = sorted(task for task, comparison in comparisons.items() if comparison.baseline is None)
+            if missing:
+                parts.append(
+                    f"The baseline {md_escape(baseline)} has no run with test predictions on "
+                    + ", ".join(f"`{task}`" for task in missing)
+                    + ": no difference to it there.\n"
+                )
         parts += [_undefined_note(comparisons, resamples)]
     if unavailable:
         reasons = sorted(set(unavailable.values()))
@@ -314,6 +341,49 @@ def intervals_markdown(results_dir: str | Path, group: Sequence[dict], resamples
             "the others reused.\n"
         )
     return "\n".join(part for part in parts if part)
+
+
+def seeds_table(results: Sequence[dict]) -> str:
+    """The spread of each primary score across training seeds, where runs recorded it (``hearfuse
+    evaluate --seeds``): mean ± standard deviation over the seeds [lowest, highest]; '' when none did."""
+    models, columns, cells = result_grid(results)
+    spreads = {}
+    for (model, task), record in cells.items():
+        column = next(c for c in columns if c.task == task)
+        values = ((record.get(SEEDS_KEY) or {}).get("test") or {}).get(column.metric or "")
+        finite = [v for v in values or () if v is not None and math.isfinite(v)]
+        if record["status"] == "ok" and len(finite) > 1:
+            spreads[model, task] = (len(values), finite)
+    if not spreads:
+        return ""
+    lines = [
+        "Spread across training seeds (`--seeds`): the chosen hyperparameters trained again under the next seeds "
+        "on every fold; mean ± standard deviation of their scores [lowest, highest] (n seeds). The score in the "
+        "tables above is the first seed's; this spread is what the bootstrap's intervals leave out.\n",
+        "| " + " | ".join(["Model"] + [md_escape(c.heading()) for c in columns]) + " |",
+        "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
+    ]
+    for model in models:
+        row = [md_escape(model)]
+        for column in columns:
+            spread = spreads.get((model, column.task))
+            if spread is None:
+                row.append(MISSING)
+                continue
+            count, finite = spread
+            mean, std = statistics.fmean(finite), statistics.stdev(finite)
+            interval = format_interval(min(finite), max(finite), column.metric)
+            row.append(f"{format_score(mean, std, column.metric)} {interval} (n={count})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _against(comparison: Comparison, role: str) -> tuple[str | None, dict[str, Estimate]]:
+    """The model a comparison's differences are taken to in ``role`` ("best" or "baseline"; None: no
+    baseline here), and those differences."""
+    if role == "best":
+        return comparison.reference, comparison.differences
+    return comparison.baseline, comparison.baseline_differences
 
 
 def _interval_table(models, columns, comparisons, unavailable) -> str:
@@ -338,21 +408,16 @@ def _interval_table(models, columns, comparisons, unavailable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _difference_cell(model: str, comparison: Comparison, fold: int | None = None) -> str:
-    if model == comparison.reference:
-        return "best"
-    estimate = comparison.differences[model]
-    if fold is not None:
-        estimate = estimate.folds[fold]
+def _difference_cell(estimate: Estimate, metric: str) -> str:
     interval = estimate.interval
-    text = (
-        f"{format_difference(estimate.value, comparison.metric)} "
-        f"{format_interval(interval.low, interval.high, comparison.metric, signed=True)}"
-    )
+    text = f"{format_difference(estimate.value, metric)} "
+    text += format_interval(interval.low, interval.high, metric, signed=True)
     return f"**{text}**" if estimate.significant else text
 
 
-def _difference_table(models, columns, comparisons, unavailable) -> str:
+def _difference_table(models, columns, comparisons, unavailable, role: str) -> str:
+    """Each model's difference to the model in ``role`` (:func:`_against`), per task; that model itself
+    is named by its role."""
     lines = [
         "| " + " | ".join(["Model"] + [md_escape(c.heading()) for c in columns]) + " |",
         "|" + "|".join([":---"] + [":---:"] * len(columns)) + "|",
@@ -361,8 +426,11 @@ def _difference_table(models, columns, comparisons, unavailable) -> str:
         row = [md_escape(model)]
         for column in columns:
             comparison = comparisons.get(column.task)
-            if comparison is not None and model in comparison.scores:
-                row.append(_difference_cell(model, comparison))
+            reference, estimates = _against(comparison, role) if comparison is not None else (None, {})
+            if model == reference:
+                row.append(role)
+            elif model in estimates:
+                row.append(_difference_cell(estimates[model], comparison.metric))
             else:
                 row.append(NOT_AVAILABLE if (model, column.task) in unavailable else MISSING)
         lines.append("| " + " | ".join(row) + " |")
@@ -373,19 +441,19 @@ def _folds(comparison: Comparison) -> int:
     return len(next(iter(comparison.scores.values())).folds)
 
 
-def _fold_table(task: str, comparison: Comparison) -> str:
-    """A k-fold task's differences to its best model, fold by fold."""
+def _fold_table(task: str, comparison: Comparison, role: str) -> str:
+    """A k-fold task's differences to the model in ``role``, fold by fold."""
+    reference, estimates = _against(comparison, role)
     count = _folds(comparison)
+    level = f"{CONFIDENCE:.0%}".replace("%", " %")
     lines = [
-        f"`{task}`, per fold: difference to {md_escape(comparison.reference)}, {CONFIDENCE:.0%} interval\n".replace(
-            "%", " %"
-        ),
+        f"`{task}`, per fold: difference to {md_escape(reference)}, {level} interval\n",
         "| " + " | ".join(["Model"] + [f"fold {i + 1}" for i in range(count)]) + " |",
         "|" + "|".join([":---"] + [":---:"] * count) + "|",
     ]
-    for model in comparison.differences:
-        if model != comparison.reference:
-            cells = [_difference_cell(model, comparison, fold) for fold in range(count)]
+    for model, estimate in estimates.items():
+        if model != reference:
+            cells = [_difference_cell(fold, comparison.metric) for fold in estimate.folds]
             lines.append("| " + " | ".join([md_escape(model)] + cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -408,15 +476,23 @@ def _undefined_note(comparisons: dict[str, Comparison], resamples: int) -> str:
 
 
 def write_report(
-    results_dir: str | Path, out_dir: str | Path | None = None, *, resamples: int = RESAMPLES
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    resamples: int = RESAMPLES,
+    baseline: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.png`` for ``results_dir`` into ``out_dir``
     (default: ``results_dir``) and return their paths; ``resamples``: the bootstrap's (0: no
-    intervals). Raises ``ValueError`` when the directory holds no result files."""
+    intervals); ``baseline``: a model every other is also compared with. Raises ``ValueError`` when
+    the directory holds no result files, ``UsageError`` when ``baseline`` is not one of its models."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if not results:
         raise ValueError(f"{results_dir}: no result files (<model>/<task>.json) found")
+    known = sorted({r["model"] for r in results})
+    if baseline is not None and baseline not in known:
+        raise UsageError(f"baseline {baseline!r} is not a model of {results_dir}; its models: {', '.join(known)}")
     out = Path(out_dir) if out_dir is not None else results_dir
     out.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out / "report.md", out / "report.png"
@@ -436,9 +512,12 @@ def write_report(
     charts = {probe: png_path if index == 0 else out / f"report-{probe}.png" for index, probe in enumerate(groups)}
     for probe, group in groups.items():
         parts += _primary_section(probe, group, charts[probe])
-        how_sure = intervals_markdown(results_dir, group, resamples) if resamples else ""
-        if how_sure:
-            parts += [f"### How sure{_of_probe(probe)}\n", how_sure]
+        how_sure = [
+            intervals_markdown(results_dir, group, resamples, baseline) if resamples else "",
+            seeds_table(group),
+        ]
+        if any(how_sure):
+            parts += [f"### How sure{_of_probe(probe)}\n", *filter(None, how_sure)]
     parts += [
         "## Tasks\n",
         "Where each task comes from: `synthetic` tasks are rendered (FluidR3 GM, espeak-ng), `recorded` ones are "

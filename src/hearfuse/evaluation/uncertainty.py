@@ -17,13 +17,18 @@ intervals suggest, and two identical models differ by exactly 0 on every resampl
 *significant* at the 5 % level when its interval excludes 0 (no correction for comparing several
 models).
 
+:func:`compare` is the entry point: any number of models' predictions on one task (read back with
+:func:`.predictions.load`, or as :func:`.evaluate.score_task` returns them), each score with its
+interval, each difference to the best model (or a named ``reference``) and to an optional ``baseline``.
+
 **k-fold tasks** report the mean of the folds' scores; each fold has its own test set, scored by its
 own fitted model. Each fold is resampled on its own (a stratified bootstrap: a resample keeps every
 fold's size), and a resample of the task's score is the mean of its folds' resampled scores, NaN
 folds left out as the kit's aggregation does. Per-fold intervals are given too.
 
 **What an interval covers**: the test sample only. The trained probe is held fixed; the variation
-of training itself (another seed, another draw of training clips) is not in it.
+of training itself (another seed, another draw of training clips) is not in it; ``hearfuse evaluate
+--seeds N`` measures the training seed's part for the MLP probe (:func:`.evaluate.seed_spread`).
 
 :data:`RESAMPLES` = 1,000: a percentile interval rests on its tails; with 1,000 resamples, 25 lie
 beyond each end, and an end's Monte Carlo error is about sqrt(0.025 x 0.975 / 1000) = 0.5 percentile
@@ -36,8 +41,9 @@ ROC AUC and d' (no task's primary metric) score each resample anew.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -61,7 +67,8 @@ class Interval:
     undefined: int = 0
 
     def excludes(self, value: float = 0.0) -> bool:
-        return not self.low <= value <= self.high
+        """``value`` lies outside the interval; never for an undefined (NaN) interval."""
+        return value < self.low or value > self.high
 
 
 @dataclass(frozen=True)
@@ -161,8 +168,7 @@ class PairedBootstrap:
         kept = self._replicates.get(id(predictions))
         if kept is not None and kept[0] is predictions:
             return kept[1], kept[2]
-        tested = [tuple(sorted(fold.files)) for fold in predictions.folds]
-        if tested != self.files:
+        if list(_tested_files(predictions)) != self.files:
             raise ValueError("it was tested on other files than the models it is compared with")
         folds = [fold.in_file_order() for fold in predictions.folds]
         labels = list(predictions.labels)
@@ -196,6 +202,11 @@ class PairedBootstrap:
         )
 
 
+def _tested_files(predictions: Predictions) -> tuple[tuple[str, ...], ...]:
+    """Each fold's test files, sorted: what two models must share to be paired."""
+    return tuple(tuple(sorted(fold.files)) for fold in predictions.folds)
+
+
 def _fold_mean(values: np.ndarray) -> np.ndarray:
     """Mean over folds (axis 0) of the defined values, as the kit aggregates folds; NaN where none is."""
     defined = ~np.isnan(values)
@@ -206,14 +217,18 @@ def _fold_mean(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Every model of one task: its score with intervals, and its difference to ``reference``."""
+    """Every model of one task: its score with intervals, its difference to ``reference`` and, when a
+    ``baseline`` was named and has a score, its difference to the baseline (model minus each; the
+    reference's own difference to itself is exactly 0, as is the baseline's)."""
 
     metric: str
     higher_is_better: bool
     reference: str
     scores: dict[str, Estimate]
-    differences: dict[str, Estimate]  # model minus reference; the reference's own is exactly 0
+    differences: dict[str, Estimate]
     unavailable: dict[str, str]  # model -> why it has no interval
+    baseline: str | None = None
+    baseline_differences: dict[str, Estimate] = field(default_factory=dict)
 
 
 def compare(
@@ -222,20 +237,24 @@ def compare(
     *,
     higher_is_better: bool | None = None,
     reference: str | None = None,
+    baseline: str | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
     confidence: float = CONFIDENCE,
 ) -> Comparison:
-    """Scores and paired differences of ``models`` on one task. ``reference``: the model every other is
-    compared with (default: the best whole-test-set score, the first on ties). Models tested on other
-    files than the first one are left out, with the reason."""
+    """Scores and paired differences of ``models`` (name -> one task's test predictions) on the task's
+    ``metric``, all on the same resamples. ``reference``: the model every other is compared with
+    (default: the best whole-test-set score, the first on ties, ``higher_is_better`` defaulting to the
+    metric's); ``baseline``: a second model to compare every other with (none when it has no score
+    here). Models tested on other files than most are left out, with the reason."""
     if not models:
         raise ValueError("nothing to compare")
     ranked = (
         METRICS[metric] if higher_is_better is None else replace(METRICS[metric], higher_is_better=higher_is_better)
     )
-    first = next(iter(models.values()))
-    bootstrap = PairedBootstrap.drawn(first, metric, resamples=resamples, seed=seed, confidence=confidence)
+    files = Counter(_tested_files(predictions) for predictions in models.values()).most_common(1)[0][0]
+    common = next(predictions for predictions in models.values() if _tested_files(predictions) == files)
+    bootstrap = PairedBootstrap.drawn(common, metric, resamples=resamples, seed=seed, confidence=confidence)
     scores, unavailable = {}, {}
     for name, predictions in models.items():
         try:
@@ -246,5 +265,18 @@ def compare(
         reference = max(scores, key=lambda name: ranked.rank(scores[name].value))
     elif reference not in scores:
         raise ValueError(f"reference {reference!r} is not among the compared models")
-    differences = {name: bootstrap.difference(models[name], models[reference]) for name in scores}
-    return Comparison(metric, ranked.higher_is_better, reference, scores, differences, unavailable)
+
+    def against(other: str) -> dict[str, Estimate]:
+        return {name: bootstrap.difference(models[name], models[other]) for name in scores}
+
+    baseline = baseline if baseline in scores else None
+    return Comparison(
+        metric,
+        ranked.higher_is_better,
+        reference,
+        scores,
+        against(reference),
+        unavailable,
+        baseline,
+        against(baseline) if baseline is not None else {},
+    )
