@@ -27,7 +27,7 @@ def add(commands) -> None:
         "search them on the first data split, train the chosen one on every split and score it with the task's "
         "metrics, exactly as heareval 2021.1.3 does. With --embeddings, score embeddings that heareval's own "
         "embedding runner wrote instead. Writes RESULTS/<model>/<task>.json, beside it the test predictions it was "
-        "scored from (<task>.predictions.npz: the report's 95 %% intervals and paired differences are computed from "
+        "scored from (<task>.predictions.npz: the report's 95 % intervals and paired differences are computed from "
         "them), RESULTS/report.md and RESULTS/report.png. A stored result is reused only while everything it was "
         "computed from holds (config numbers, dtype, embedding code, task files and audio, protocol) and its "
         "predictions are stored; otherwise it is recomputed and the log says why. A failing task is reported and "

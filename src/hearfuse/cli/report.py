@@ -16,7 +16,7 @@ def add(commands) -> None:
         "report",
         help="re-render report.md and report.png from a results directory",
         description="Render the markdown table (rows = models, columns = tasks, best in bold, second underlined) "
-        "and the bar chart from RESULTS/<model>/<task>.json files, with each score's 95 %% interval and each model's "
+        "and the bar chart from RESULTS/<model>/<task>.json files, with each score's 95 % interval and each model's "
         "difference to the best of each task (a paired bootstrap over the test predictions stored beside the "
         "results); runs on HEAR 2021 tasks also beside the published results (report-published.png).",
         epilog="example:\n  hearfuse report results/",
