@@ -70,22 +70,22 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     cache = args.cache or Path(tempfile.mkdtemp(prefix="hearfuse-probe-speed-"))
     settings = EvaluationSettings(cache, cache / "results", protocol=Protocol(probe="linear"), progress=False)
-    rows = []
-    for model_ref in args.model:
-        model = FusionModel.from_config(resolve_config(model_ref), device="cpu")
-        for task_path in select_tasks(args.tasks, tuple(args.only)):
-            rows.append(measure(model_ref, task_path, settings, model))
-            row = rows[-1]
-            print(f"{model_ref} {row['task']}: {row['seconds']:.1f} s, {row['at_cap']} at the cap", flush=True)
     path = RESULTS / "linear_probe_speed.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else {}
+    rows: list[dict] = []
     runs[args.label] = {
         "environment": environment(args.threads),
         "solver": LINEAR_DEFINITION.get("solver", "torch.optim.LBFGS on the standardised inputs"),
         "tolerance": LINEAR_DEFINITION["tolerance"],
         "results": rows,
     }
-    write_results("linear_probe_speed", {"benchmark": "linear_probe_speed", "runs": runs}, markdown(runs))
+    for model_ref in args.model:
+        model = FusionModel.from_config(resolve_config(model_ref), device="cpu")
+        for task_path in select_tasks(args.tasks, tuple(args.only)):
+            rows.append(measure(model_ref, task_path, settings, model))
+            print(f"{model_ref} {rows[-1]['task']}: {rows[-1]['seconds']:.1f} s, {rows[-1]['at_cap']} at the cap")
+            # written after every task, so a run stopped early keeps what it measured
+            write_results("linear_probe_speed", {"benchmark": "linear_probe_speed", "runs": runs}, markdown(runs))
 
 
 def markdown(runs: dict) -> str:

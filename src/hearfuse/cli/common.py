@@ -50,6 +50,15 @@ def checked_device(name: str | None) -> str:
     return name
 
 
+def baseline_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="in the report, also compare every model with this one (paired differences with 95 %% intervals), "
+        "beside the comparison with each task's best",
+    )
+
+
 def ray_option(command: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = command.add_argument_group(
         "distributed (Ray)", "pip install 'hearfuse[ray]'; see README 'Beyond one machine'"

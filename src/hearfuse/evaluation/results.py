@@ -5,11 +5,17 @@ One JSON file per (model, task, probe)::
 
     RESULTS_DIR/<model>/<task>.json            the kit's MLP
     RESULTS_DIR/<model>/<task>.<probe>.json    any other probe (linear, knn, ...): one table each
+    RESULTS_DIR/<model>/<task>[.<probe>].predictions.npz
+                                               the test predictions it was scored from (:mod:`.predictions`)
 
     {"model": "fusion_cat_xwc", "task": "gm_pitch-v1-full", "status": "ok" | "failed" | "skipped",
      "error": "message when failed", "metric": "pitch_acc", "higher_is_better": true,
      "test": {"pitch_acc": {"mean": 0.871, "std": 0.012, "folds": [0.86, 0.88]}, ...},
+     "training_seeds": {"seeds": [42, 43, 44], "test": {"pitch_acc": [0.871, 0.866, 0.874], ...}},
      ...}
+
+``training_seeds`` only when ``hearfuse evaluate --seeds N`` asked for the spread across training
+seeds: each seed's score (mean over folds), the first being the reported one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .protocol import KIT_PROBE, PROBES
 LAYERS_FOLDER = "layers"
 #: The folder where ``hearfuse plan`` keeps its candidates' scores, its tables and the configs it chose.
 PLAN_FOLDER = "plan"
+#: A result's scores under several training seeds (``hearfuse evaluate --seeds``).
+SEEDS_KEY = "training_seeds"
 _REQUIRED_KEYS = ("model", "task", "status")
 _STATUSES = ("ok", "failed", "skipped")
 
