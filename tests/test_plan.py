@@ -17,10 +17,13 @@ from hearfuse.audio import load_audio
 from hearfuse.cli import main
 from hearfuse.config import FusionConfig
 from hearfuse.evaluation import plan as plan_module
+from hearfuse.evaluation import predictions
 from hearfuse.evaluation.charts import _pareto_front
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
 from hearfuse.evaluation.plan import COMBINATIONS, Plan, Space, for_task, resolve_members
 from hearfuse.evaluation.protocol import Protocol
+from hearfuse.evaluation.results import result_path
+from hearfuse.evaluation.uncertainty import RESAMPLES, compare
 from hearfuse.fusion.combination import equal_blocks
 from hearfuse.model import FusionModel, Member
 from hearfuse.upstream.crepe_net import CrepeUpstream
@@ -252,6 +255,34 @@ def test_a_plan_chooses_on_validation_and_tests_only_what_it_reports(planned):
     assert {c["against"] for c in table["comparisons"]} == {"best single member", "the paper's recipe"}
 
 
+def test_the_plans_intervals_are_the_paired_bootstrap_of_its_stored_test_predictions(planned):
+    """Every reported score has its 95 % interval; every difference (a choice minus the best single member or
+    the paper's recipe) is what the paired bootstrap of the two stored test predictions gives alone (the
+    resamples depend only on the seed and the test items, so pairing two models or four draws the same)."""
+    _, folder, table, _ = planned
+    assert table["bootstrap"] == {"resamples": RESAMPLES, "seed": 0, "confidence": 0.95}
+    for reported in table["reported"]:
+        low, high = reported["interval"]
+        assert low <= reported["test"][next(iter(reported["test"]))]["mean"] <= high
+    assert len(table["comparisons"]) == 2 * 2 * len(table["tasks"])
+    for entry in table["comparisons"]:
+        stored = {
+            name: predictions.load(result_path(folder / "reported", name, entry["task"], "linear"))
+            for name in {entry["candidate"], entry["baseline"]}
+        }
+        expected = compare(stored, entry["metric"], reference=entry["baseline"]).differences[entry["candidate"]]
+        assert (entry["difference"], entry["low"], entry["high"]) == (
+            expected.value,
+            expected.interval.low,
+            expected.interval.high,
+        )
+        assert entry["significant"] == expected.significant == (entry["low"] > 0 or entry["high"] < 0)
+        if entry["candidate"] == entry["baseline"]:
+            assert entry["difference"] == entry["low"] == entry["high"] == 0
+    markdown = (folder / "plan-linear.md").read_text()
+    assert "chosen for the task − the paper's recipe" in markdown and "paired bootstrap" in markdown
+
+
 def test_evaluating_an_emitted_config_gives_the_plans_validation_score(planned, tasks_root, tmp_path):
     """Each config the plan wrote, and the paper's recipe (a fusion of both members), evaluated the ordinary
     way (its own cache, embedded by FusionModel) reach the score the plan found on validation."""
@@ -352,6 +383,8 @@ def test_bad_members_and_an_empty_space_are_refused_in_one_line(pair, transforme
         (["--member", str(pair), "--states", "last,first"], "--states last,first: expected some of last, mean, best"),
         (["--member", str(pair), "--combine", ","], "--combine : expected some of cat, avg, cat_eq"),
         (["--member", str(pair), "--paper", "--states", "mean"], "--paper scores the rows of the paper's tables"),
+        (["--member", str(pair), "--resamples", "-1"], "--resamples must be 0 (no intervals) or more, got -1"),
+        (["--member", str(pair), "--seeds", "3"], "--seeds applies to the mlp probe; the linear probe does not"),
     ]
     for member_args, message in cases:
         assert main(["plan", *member_args, *common]) == 2
@@ -389,8 +422,10 @@ def test_equal_member_weighting_gives_every_block_unit_norm_and_is_its_own_confi
     assert equal.fingerprint() != config.fingerprint()
     assert FusionConfig.load(equal.save(pair.parent / "equal.toml")) == equal
     frames = FusionModel.from_config(equal).timestamp_embeddings(sine_batch(1, 1.0))[0]
-    widths = [32, 32]  # crepe interpolated to the reference's (wav2vec2's) width
-    norms = torch.stack([block.norm(dim=-1) for block in frames.split(widths, dim=-1)])
+    # the pair is interleaved (fusion_cat_xwc's recipe): wav2vec2's features at even positions, CREPE's
+    # (interpolated to wav2vec2's 32) at odd ones
+    assert equal.interleave and frames.shape[-1] == 64
+    norms = torch.stack([frames[..., 0::2].norm(dim=-1), frames[..., 1::2].norm(dim=-1)])
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 

@@ -310,7 +310,7 @@ def test_map_of_weights_is_map_of_the_repeated_clips():
     np.testing.assert_allclose(fold_replicates(fold, "mAP", LABELS, items), expected, rtol=1e-13, atol=0)
 
 
-def test_the_report_command_defaults_to_the_bootstraps_resamples():
-    from hearfuse.cli import report
+def test_the_commands_default_to_the_bootstraps_resamples():
+    from hearfuse.cli import common
 
-    assert report.RESAMPLES == RESAMPLES
+    assert common.RESAMPLES == RESAMPLES

@@ -11,9 +11,11 @@ from ..errors import UsageError
 from .common import (
     baseline_option,
     checked_device,
+    checked_seeds,
     evaluation_options,
     ray_option,
     report_failures,
+    seeds_option,
     settings_from,
     writable_folder,
 )
@@ -50,15 +52,7 @@ def add(commands) -> None:
     )
     evaluation_options(evaluate, default_probe="mlp")
     baseline_option(evaluate)
-    evaluate.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        metavar="N",
-        help="MLP probe: train the chosen hyperparameters under N seeds (the --seed, then the next ones) and report "
-        "the spread of their scores beside the bootstrap's intervals; the reported score stays the --seed one's "
-        "(default: 1)",
-    )
+    seeds_option(evaluate)
     ray_option(evaluate)
     evaluate.set_defaults(run=run)
 
@@ -74,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.embeddings and not (args.model and args.tasks):
         missing = "--tasks (the folder of task directories)" if args.model else "--model (a preset or config)"
         raise UsageError(f"embedding here needs both --model and --tasks; missing {missing}")
-    if args.seeds > 1 and args.probe != "mlp":
-        raise UsageError(f"--seeds applies to the mlp probe; the {args.probe} probe does not depend on a seed")
+    seeds = checked_seeds(args)
     logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
     results_dir = writable_folder("--results", args.results).resolve()
     if args.baseline is not None and args.model:
@@ -91,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             args.embeddings = args.embeddings and str(Path(args.embeddings).resolve())
         else:
             device = checked_device(args.device)
-        settings = replace(settings_from(args, results_dir, device), training_seeds=args.seeds)
+        settings = replace(settings_from(args, results_dir, device), training_seeds=seeds)
         on_ray = args.ray is not None
         if args.embeddings:
             results = evaluate_embeddings(args.embeddings, settings, only=args.task or (), on_ray=on_ray)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import checked_device, evaluation_options, report_failures, settings_from, writable_folder
+from .common import (
+    checked_device,
+    checked_resamples,
+    checked_seeds,
+    evaluation_options,
+    report_failures,
+    resamples_option,
+    seeds_option,
+    settings_from,
+    writable_folder,
+)
 
 
 def add(commands) -> None:
@@ -23,7 +33,9 @@ def add(commands) -> None:
         "configs-<probe>/<task>.toml (the choice per task) and configs-<probe>/all_tasks.toml (best mean rank), "
         "which `hearfuse "
         "embed` and `evaluate` load; plan-<probe>.md/.json (candidates x tasks, test scores of what is reported) "
-        "and pareto-<probe>.png (score against the members' real-time factor and the width). Rerun to resume: "
+        "with 95 %% intervals from a paired bootstrap over the test items and the choice's differences to the best "
+        "single member and to the paper's recipe, and pareto-<probe>.png (score against the members' real-time "
+        "factor and the width). Rerun to resume: "
         "stored scores are reused while their provenance holds.",
         epilog="examples:\n"
         "  hearfuse plan --member crepe_tiny --member whisper_tiny_en --member resemblyzer --tasks tasks/\n"
@@ -81,6 +93,8 @@ def add(commands) -> None:
         "them in its layout",
     )
     evaluation_options(plan, default_probe="linear")
+    resamples_option(plan)
+    seeds_option(plan)
     plan.set_defaults(run=run)
 
 
@@ -90,15 +104,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ..dtypes import resolve_dtype
     from ..evaluation.plan import Plan, Space, resolve_members, run_plan
-    from ..evaluation.plan_report import paper_markdown, write_outputs
+    from ..evaluation.plan_report import certainty, paper_markdown, write_outputs
     from ..evaluation.results import PLAN_FOLDER
 
     logging.getLogger("hearfuse").setLevel(logging.INFO)  # what is recomputed and why
+    resamples, seeds = checked_resamples(args), checked_seeds(args)
     members = resolve_members(args.member)
     space = Space(_listed(args.states), _listed(args.combine), args.min_members)
     results_dir = Path(args.results).expanduser().resolve()
     out = writable_folder("--out", args.out or str(results_dir / PLAN_FOLDER)).resolve()
-    settings = dataclasses.replace(settings_from(args, results_dir, checked_device(args.device)), results_dir=out)
+    settings = dataclasses.replace(
+        settings_from(args, results_dir, checked_device(args.device)), results_dir=out, training_seeds=seeds
+    )
     plan = Plan(
         members,
         args.tasks,
@@ -111,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
         space=space,
     )
     result = run_plan(plan)
-    written = write_outputs(result, settings.results_dir)
+    sure = certainty(result, resamples)
+    written = write_outputs(result, settings.results_dir, sure)
     if args.paper:
-        print(paper_markdown(result))
+        print(paper_markdown(result, sure))
     print(f"table: {written['markdown']}, {written['json']}; chart: {written['chart']}")
     for task, path in written.items():
         if task not in ("markdown", "json", "chart"):

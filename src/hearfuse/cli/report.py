@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from .common import baseline_option
-
-#: :data:`hearfuse.evaluation.uncertainty.RESAMPLES`, without importing numpy for ``--help``.
-RESAMPLES = 1000
-
+from .common import baseline_option, checked_resamples, resamples_option
 
 def add(commands) -> None:
     report = commands.add_parser(
@@ -24,13 +19,7 @@ def add(commands) -> None:
     )
     report.add_argument("results", help="results directory written by `hearfuse evaluate`")
     report.add_argument("--out", help="where to write report.md/report.png (default: the results directory)")
-    report.add_argument(
-        "--resamples",
-        type=int,
-        default=RESAMPLES,
-        metavar="B",
-        help=f"bootstrap resamples of each task's test set (default: {RESAMPLES}; 0: no intervals)",
-    )
+    resamples_option(report)
     baseline_option(report)
     report.set_defaults(run=run)
 
@@ -38,9 +27,7 @@ def add(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import write_report
 
-    if args.resamples < 0:
-        raise UsageError(f"--resamples must be 0 (no intervals) or more, got {args.resamples}")
-    markdown, chart = write_report(args.results, args.out, resamples=args.resamples, baseline=args.baseline)
+    markdown, chart = write_report(args.results, args.out, resamples=checked_resamples(args), baseline=args.baseline)
     print(open(markdown).read())
     print(f"report: {markdown}, chart: {chart}")
     return 0

@@ -199,7 +199,7 @@ def _run(
         previous = json.loads(out.read_text()) if out.is_file() else None
         if previous is not None and previous.get("status") == "ok":
             reasons = provenance.changes(previous.get("provenance"), current)
-            missing = predictions.stale(out, previous)
+            missing = predictions.stale(out, previous) if "test" in previous else None  # validation only: none
             reasons += [missing] if missing else []
             if len((previous.get(SEEDS_KEY) or {}).get("seeds", [None])) < settings.training_seeds:
                 reasons.append(f"the spread across {settings.training_seeds} training seeds was asked")

@@ -91,8 +91,11 @@ from .layers import (
     state_view,
     validation_ranks,
 )
+from . import predictions
+from .predictions import Predictions
 from .protocol import KIT_PROBE, LINEAR_DEFINITION
 from .provenance import files_stamp, task_content
+from .results import result_path
 from .splits import SplitData, from_cache
 from .tasks import Task, load_task, select_tasks
 
@@ -698,6 +701,13 @@ class Plan:
         settings = self._settings(self.probe, "reported")
         jobs = [self._job(for_task(config, task), task, settings, self._test_of) for task in tasks]
         return self._execute(jobs, f"test {config.name}")
+
+    def test_predictions(self, candidate: str, task: Task, record: dict) -> Predictions:
+        """The test predictions a reported result (:meth:`test`) was stored with; ``ValueError`` saying
+        why when it has none."""
+        settings = self._settings(self.probe, "reported")
+        path = result_path(settings.results_dir, candidate, task.path.name, settings.protocol.probe)
+        return predictions.read(path, record)
 
     def _settings(self, probe: str, folder: str) -> EvaluationSettings:
         protocol = replace(self.settings.protocol, probe=probe)

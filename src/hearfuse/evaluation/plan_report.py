@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import write_text_atomic
 from .charts import pareto_chart
-from .formatting import displayed_mean, format_score, md_escape, metric_heading, score_of
+from .formatting import (
+    displayed_mean,
+    format_difference,
+    format_interval,
+    format_score,
+    md_escape,
+    metric_heading,
+    score_of,
+)
 from .metrics import METRICS
 from .plan import Candidate, PlanResult, for_task
 from .report import MISSING
+from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, Estimate, compare
 
 #: The tables of the paper's ablation, as its captions say what each compares.
 PAPER_TABLES = {
@@ -31,8 +41,9 @@ PAPER_TABLES = {
 }
 
 
-def write_outputs(result: PlanResult, out_dir: Path) -> dict[str, Path]:
-    """Every output of a plan (see the module docstring); returns their paths by kind."""
+def write_outputs(result: PlanResult, out_dir: Path, sure: Certainty) -> dict[str, Path]:
+    """Every output of a plan (see the module docstring), its test scores with ``sure``'s intervals;
+    returns their paths by kind."""
     plan = result.plan
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -45,7 +56,7 @@ def write_outputs(result: PlanResult, out_dir: Path) -> dict[str, Path]:
         written["all_tasks"] = plan.candidates[result.all_tasks].config.save(configs / "all_tasks.toml")
     stem = f"plan-{result.probe}"
     chart = out_dir / f"pareto-{result.probe}.png"
-    table = plan_table(result)
+    table = plan_table(result, sure)
     points = [
         (row["candidate"], row["real_time_factor"], row["width"], row["mean_rank"])
         for row in table["candidates"]
@@ -56,11 +67,11 @@ def write_outputs(result: PlanResult, out_dir: Path) -> dict[str, Path]:
     written["json"] = out_dir / f"{stem}.json"
     write_text_atomic(written["json"], json.dumps(table, indent=2))
     written["markdown"] = out_dir / f"{stem}.md"
-    write_text_atomic(written["markdown"], plan_markdown(result, table, chart.name))
+    write_text_atomic(written["markdown"], plan_markdown(result, table, chart.name, sure))
     return written
 
 
-def plan_table(result: PlanResult) -> dict:
+def plan_table(result: PlanResult, sure: Certainty) -> dict:
     """Everything a plan found, as data (what ``plan-<probe>.json`` holds)."""
     plan = result.plan
     ranks = {probe: plan.mean_ranks(probe) for probe in ("linear", result.probe)}
@@ -117,46 +128,128 @@ def plan_table(result: PlanResult) -> dict:
                 "status": r.result.get("status"),
                 "test": r.result.get("test"),
                 "validation_score": r.result.get("validation_score"),
+                **_interval(sure, r.candidate, r.task),
             }
             for r in result.reported
         ],
-        "comparisons": comparisons(result),
+        "bootstrap": {"resamples": sure.resamples, "seed": SEED, "confidence": CONFIDENCE},
+        "comparisons": comparisons(result, sure),
         "paper_tables": [{"table": t, "row": row, "candidate": name} for t, row, name in result.paper_rows],
         "candidates": candidates,
         "timings": result.timings,
     }
 
 
-def comparisons(result: PlanResult) -> list[dict]:
-    """Per task, the choice's test score against the best single member's and against the paper's recipe
-    (score differences, in the metric's units). Each pair's two results are ordinary stored results on the
-    same test data: where paired intervals on the differences attach."""
-    by_row = {(r.row, r.task): r for r in result.reported}
+#: The reported rows a plan compares with its baselines, and those baselines (rows of the report).
+COMPARED = ("chosen for the task", "chosen for all tasks")
+BASELINES = ("best single member", "the paper's recipe")
+
+
+@dataclass
+class Certainty:
+    """How sure a plan's test scores are: per task, the paired bootstrap (:func:`.uncertainty.compare`)
+    of its reported candidates' test predictions, the best single member as the reference and the
+    paper's recipe as the baseline (differences to each); and why a reported result has no interval."""
+
+    resamples: int
+    by_task: dict[str, Comparison] = field(default_factory=dict)
+    unavailable: dict[tuple[str, str], str] = field(default_factory=dict)  # (candidate, task) -> why
+
+    def score(self, candidate: str, task: str) -> Estimate | None:
+        comparison = self.by_task.get(task)
+        return comparison.scores.get(candidate) if comparison else None
+
+
+def certainty(result: PlanResult, resamples: int = RESAMPLES) -> Certainty:
+    """The paired bootstrap of every task's reported candidates (none when ``resamples`` is 0)."""
+    sure = Certainty(resamples)
+    if not resamples:
+        return sure
+    plan = result.plan
+    for task in plan.tasks:
+        rows = {r.row: r for r in result.reported if r.task == task.name and r.result.get("status") == "ok"}
+        stored = {}
+        for reported in rows.values():
+            if reported.candidate in stored or (reported.candidate, task.name) in sure.unavailable:
+                continue
+            try:
+                stored[reported.candidate] = plan.test_predictions(reported.candidate, task, reported.result)
+            except ValueError as error:
+                sure.unavailable[reported.candidate, task.name] = str(error)
+        if not stored:
+            continue
+        reference, baseline = (rows[row].candidate if row in rows else None for row in BASELINES)
+        comparison = compare(
+            stored,
+            task.primary_metric,
+            reference=reference if reference in stored else None,
+            baseline=baseline,
+            resamples=resamples,
+        )
+        sure.by_task[task.name] = comparison
+        sure.unavailable.update({(name, task.name): why for name, why in comparison.unavailable.items()})
+    return sure
+
+
+def comparisons(result: PlanResult, sure: Certainty) -> list[dict]:
+    """Per task, each choice's test score minus the best single member's and minus the paper's recipe's
+    (in the metric's units), with the paired bootstrap's 95 % interval, whether it excludes 0, and per fold
+    on a k-fold task; the plain difference where there are no intervals."""
     out = []
     for task in result.plan.tasks:
-        chosen = by_row.get(("chosen for the task", task.name))
-        if chosen is None or chosen.result.get("status") != "ok":
-            continue
-        metric = chosen.result["metric"]
-        for baseline in ("best single member", "the paper's recipe"):
-            other = by_row.get((baseline, task.name))
-            if other is None or other.result.get("status") != "ok":
-                continue
-            ours, theirs = score_of(chosen.result, metric), score_of(other.result, metric)
-            out.append(
-                {
+        rows = {r.row: r for r in result.reported if r.task == task.name and r.result.get("status") == "ok"}
+        comparison = sure.by_task.get(task.name)
+        for row in COMPARED:
+            for baseline in BASELINES:
+                if row not in rows or baseline not in rows:
+                    continue
+                ours, theirs = rows[row], rows[baseline]
+                entry = {
                     "task": task.name,
-                    "metric": metric,
-                    "candidate": chosen.candidate,
+                    "metric": task.primary_metric,
+                    "row": row,
+                    "candidate": ours.candidate,
                     "against": baseline,
-                    "baseline": other.candidate,
-                    "difference": None if ours is None or theirs is None else ours[0] - theirs[0],
+                    "baseline": theirs.candidate,
                 }
-            )
+                estimate = _difference(comparison, ours.candidate, theirs.candidate)
+                if estimate is not None:
+                    entry |= _estimate(estimate)
+                    entry["significant"] = estimate.significant
+                    if len(estimate.folds) > 1:
+                        entry["folds"] = [_estimate(fold) | {"significant": fold.significant} for fold in estimate.folds]
+                else:
+                    mine, other = score_of(ours.result, task.primary_metric), score_of(theirs.result, task.primary_metric)
+                    entry["difference"] = None if mine is None or other is None else mine[0] - other[0]
+                out.append(entry)
     return out
 
 
-def plan_markdown(result: PlanResult, table: dict, chart: str) -> str:
+def _interval(sure: Certainty, candidate: str, task: str) -> dict:
+    """A reported test score's interval, or why it has none."""
+    estimate = sure.score(candidate, task)
+    if estimate is not None:
+        return {"interval": [estimate.interval.low, estimate.interval.high]}
+    why = sure.unavailable.get((candidate, task))
+    return {"no_interval": why} if why else {}
+
+
+def _difference(comparison: Comparison | None, candidate: str, baseline: str) -> Estimate | None:
+    if comparison is None or candidate not in comparison.scores:
+        return None
+    if baseline == comparison.reference:
+        return comparison.differences[candidate]
+    if baseline == comparison.baseline:
+        return comparison.baseline_differences[candidate]
+    return None
+
+
+def _estimate(estimate: Estimate) -> dict:
+    interval = estimate.interval
+    return {"difference": estimate.value, "low": interval.low, "high": interval.high}
+
+
+def plan_markdown(result: PlanResult, table: dict, chart: str, sure: Certainty) -> str:
     plan = result.plan
     tasks = [task.name for task in plan.tasks]
     parts = [f"# hearfuse plan: {' + '.join(plan.members)}, chosen by the {result.probe} probe on validation\n"]
@@ -191,24 +284,17 @@ def plan_markdown(result: PlanResult, table: dict, chart: str) -> str:
                 f"\nFor all tasks (best mean rank): **{md_escape(result.all_tasks)}**, `{configs}/all_tasks.toml`.\n"
             )
         parts.append("## Test scores of what is reported\n")
-        parts.append(_reported_table(result, tasks))
-        differences = table["comparisons"]
-        if differences:
-            parts.append("\nDifferences on test (points, x100 as above):\n")
-            for item in differences:
-                if item["difference"] is not None:
-                    shown = displayed_mean(item["difference"], item["metric"])
-                    parts.append(f"- {item['task']}: {shown:+g} against {item['against']} ({item['baseline']})")
-            parts.append("")
+        parts.append(_reported_table(result, tasks, sure))
+        parts.append(_differences_markdown(table["comparisons"], tasks, sure))
     else:
-        parts.append(paper_markdown(result))
+        parts.append(paper_markdown(result, sure))
     parts.append(f"## Candidates on validation ({len(table['candidates'])}, linear probe)\n")
     parts.append(_candidates_table(plan, table, tasks))
     parts.append(f"\n![score against cost]({chart})\n")
     return "\n".join(parts)
 
 
-def paper_markdown(result: PlanResult) -> str:
+def paper_markdown(result: PlanResult, sure: Certainty) -> str:
     """Tables 3-6 of the paper on the plan's members, in its layout: one table each, rows as it names
     them, test scores (x100) per task, the best of each column in bold."""
     plan = result.plan
@@ -231,7 +317,7 @@ def paper_markdown(result: PlanResult) -> str:
             for row, name in rows:
                 record = tested.get((name, task.name)) or {}
                 score = score_of(record, task.primary_metric) if record.get("status") == "ok" else None
-                cells[row, task.name] = MISSING if score is None else format_score(score[0], None, task.primary_metric)
+                cells[row, task.name] = MISSING if score is None else _score_cell(score[0], None, task.primary_metric, sure, name, task.name)
                 if score is not None:
                     values[row] = displayed_mean(score[0], task.primary_metric)
             if len(values) > 1:
@@ -242,10 +328,12 @@ def paper_markdown(result: PlanResult) -> str:
         for row, _ in rows:
             parts.append("| " + " | ".join([md_escape(row)] + [cells[row, t.name] for t in plan.tasks]) + " |")
         parts.append("")
+    if sure.by_task:
+        parts.append(_bootstrap_note(sure))
     return "\n".join(parts)
 
 
-def _reported_table(result: PlanResult, tasks: list[str]) -> str:
+def _reported_table(result: PlanResult, tasks: list[str], sure: Certainty) -> str:
     rows = list(dict.fromkeys(r.row for r in result.reported))
     cells = {(r.row, r.task): r for r in result.reported}
     lines = ["| | " + " | ".join(tasks) + " |", "|:---|" + ":---:|" * len(tasks)]
@@ -255,10 +343,62 @@ def _reported_table(result: PlanResult, tasks: list[str]) -> str:
             reported = cells.get((row, task))
             record = reported.result if reported else {}
             score = score_of(record, record["metric"]) if record.get("status") == "ok" else None
-            shown.append(MISSING if score is None else format_score(*score, record["metric"]))
+            shown.append(MISSING if score is None else _score_cell(*score, record["metric"], sure, reported.candidate, task))
         label = f"{row}: {result.all_tasks}" if row == "chosen for all tasks" else row
         lines.append("| " + " | ".join([md_escape(label), *shown]) + " |")
+    if sure.by_task:
+        lines.append("\n" + _bootstrap_note(sure).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _score_cell(mean: float, std: float | None, metric: str, sure: Certainty, candidate: str, task: str) -> str:
+    """A test score as the tables show it, with its 95 % interval where there is one."""
+    estimate = sure.score(candidate, task)
+    if estimate is None:
+        return format_score(mean, std, metric)
+    return f"{format_score(mean, std, metric)} {format_interval(estimate.interval.low, estimate.interval.high, metric)}"
+
+
+def _bootstrap_note(sure: Certainty) -> str:
+    return (
+        f"95 % intervals: paired bootstrap over each task's test clips (scene) or files (event), {sure.resamples} "
+        f"resamples, seed {SEED}; they cover the test sample's noise, not training's.\n"
+    )
+
+
+def _differences_markdown(differences: list[dict], tasks: list[str], sure: Certainty) -> str:
+    """Each choice minus each baseline per task: ``+3.1 [+0.4, +5.9]``, bold where the interval excludes 0;
+    a k-fold task's folds below."""
+    if not differences:
+        return ""
+    pairs = list(dict.fromkeys((d["row"], d["against"]) for d in differences))
+    cells = {(d["row"], d["against"], d["task"]): d for d in differences}
+    lines = [
+        "Differences on test (choice − baseline, the metric's units as above), on the same bootstrap resamples"
+        + ("; **bold**: the interval excludes 0 (significant at 5 %, not corrected for several comparisons)" if sure.by_task else "")
+        + ":\n",
+        "| | " + " | ".join(tasks) + " |",
+        "|:---|" + ":---:|" * len(tasks),
+    ]
+    for row, against in pairs:
+        shown = []
+        for task in tasks:
+            entry = cells.get((row, against, task))
+            shown.append(MISSING if entry is None or entry["difference"] is None else _difference_cell(entry))
+        lines.append("| " + " | ".join([md_escape(f"{row} − {against}"), *shown]) + " |")
+    folds = [d for d in differences if d.get("folds")]
+    for entry in folds:
+        each = ", ".join(f"fold {i}: {_difference_cell(fold | {'metric': entry['metric']})}" for i, fold in enumerate(entry["folds"]))
+        lines.append(f"\n{entry['task']}, {md_escape(entry['row'])} − {entry['against']}, per fold: {each}")
+    return "\n".join(lines) + "\n"
+
+
+def _difference_cell(entry: dict) -> str:
+    text = format_difference(entry["difference"], entry["metric"])
+    if "low" not in entry:
+        return text
+    text += " " + format_interval(entry["low"], entry["high"], entry["metric"], signed=True)
+    return f"**{text}**" if entry["significant"] else text
 
 
 def _candidates_table(plan, table: dict, tasks: list[str]) -> str:
