@@ -6,6 +6,7 @@ import argparse
 
 from .common import baseline_option, checked_resamples, resamples_option
 
+
 def add(commands) -> None:
     report = commands.add_parser(
         "report",

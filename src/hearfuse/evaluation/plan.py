@@ -72,6 +72,7 @@ from ..fusion.pooling import pool
 from ..hear import resolve_config
 from ..model import FusionModel, align_and_join, join_members, scene_pooling_weights
 from ..upstream import get_family
+from . import predictions
 from .cache import SplitEmbeddings, cached_clips, embedding_key, read_split, rows_key, split_dir
 from .evaluate import (
     EvaluationSettings,
@@ -91,7 +92,6 @@ from .layers import (
     state_view,
     validation_ranks,
 )
-from . import predictions
 from .predictions import Predictions
 from .protocol import KIT_PROBE, LINEAR_DEFINITION
 from .provenance import files_stamp, task_content

@@ -217,9 +217,14 @@ def comparisons(result: PlanResult, sure: Certainty) -> list[dict]:
                     entry |= _estimate(estimate)
                     entry["significant"] = estimate.significant
                     if len(estimate.folds) > 1:
-                        entry["folds"] = [_estimate(fold) | {"significant": fold.significant} for fold in estimate.folds]
+                        entry["folds"] = [
+                            _estimate(fold) | {"significant": fold.significant} for fold in estimate.folds
+                        ]
                 else:
-                    mine, other = score_of(ours.result, task.primary_metric), score_of(theirs.result, task.primary_metric)
+                    mine, other = (
+                        score_of(ours.result, task.primary_metric),
+                        score_of(theirs.result, task.primary_metric),
+                    )
                     entry["difference"] = None if mine is None or other is None else mine[0] - other[0]
                 out.append(entry)
     return out
@@ -317,7 +322,11 @@ def paper_markdown(result: PlanResult, sure: Certainty) -> str:
             for row, name in rows:
                 record = tested.get((name, task.name)) or {}
                 score = score_of(record, task.primary_metric) if record.get("status") == "ok" else None
-                cells[row, task.name] = MISSING if score is None else _score_cell(score[0], None, task.primary_metric, sure, name, task.name)
+                cells[row, task.name] = (
+                    MISSING
+                    if score is None
+                    else _score_cell(score[0], None, task.primary_metric, sure, name, task.name)
+                )
                 if score is not None:
                     values[row] = displayed_mean(score[0], task.primary_metric)
             if len(values) > 1:
@@ -343,7 +352,9 @@ def _reported_table(result: PlanResult, tasks: list[str], sure: Certainty) -> st
             reported = cells.get((row, task))
             record = reported.result if reported else {}
             score = score_of(record, record["metric"]) if record.get("status") == "ok" else None
-            shown.append(MISSING if score is None else _score_cell(*score, record["metric"], sure, reported.candidate, task))
+            shown.append(
+                MISSING if score is None else _score_cell(*score, record["metric"], sure, reported.candidate, task)
+            )
         label = f"{row}: {result.all_tasks}" if row == "chosen for all tasks" else row
         lines.append("| " + " | ".join([md_escape(label), *shown]) + " |")
     if sure.by_task:
@@ -375,7 +386,11 @@ def _differences_markdown(differences: list[dict], tasks: list[str], sure: Certa
     cells = {(d["row"], d["against"], d["task"]): d for d in differences}
     lines = [
         "Differences on test (choice − baseline, the metric's units as above), on the same bootstrap resamples"
-        + ("; **bold**: the interval excludes 0 (significant at 5 %, not corrected for several comparisons)" if sure.by_task else "")
+        + (
+            "; **bold**: the interval excludes 0 (significant at 5 %, not corrected for several comparisons)"
+            if sure.by_task
+            else ""
+        )
         + ":\n",
         "| | " + " | ".join(tasks) + " |",
         "|:---|" + ":---:|" * len(tasks),
@@ -388,7 +403,9 @@ def _differences_markdown(differences: list[dict], tasks: list[str], sure: Certa
         lines.append("| " + " | ".join([md_escape(f"{row} − {against}"), *shown]) + " |")
     folds = [d for d in differences if d.get("folds")]
     for entry in folds:
-        each = ", ".join(f"fold {i}: {_difference_cell(fold | {'metric': entry['metric']})}" for i, fold in enumerate(entry["folds"]))
+        each = ", ".join(
+            f"fold {i}: {_difference_cell(fold | {'metric': entry['metric']})}" for i, fold in enumerate(entry["folds"])
+        )
         lines.append(f"\n{entry['task']}, {md_escape(entry['row'])} − {entry['against']}, per fold: {each}")
     return "\n".join(lines) + "\n"
 
