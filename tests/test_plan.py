@@ -248,6 +248,7 @@ def test_a_plan_chooses_on_validation_and_tests_only_what_it_reports(planned):
     assert "## Test scores of what is reported" in markdown and "| Candidate | stage |" in markdown
     reported = {(r["row"], r["task"]) for r in table["reported"]}
     rows = ("chosen for the task", "chosen for all tasks", "best single member", "the paper's recipe")
+    rows += tuple(f"{m['member']} alone (mean of its states)" for m in table["members"])
     assert reported == {(row, task) for row in rows for task in tasks}
     tested = {path.parent.name for path in (folder / "reported").glob("*/*.json")}
     assert tested == {r["candidate"] for r in table["reported"]} and len(tested) < table["scored"]

@@ -40,10 +40,10 @@ Candidates are scored on validation only (the probe's choice on the first split,
 select_on_validation`), with the linear probe; with ``probe="mlp"`` the :data:`RESCORED` best per task
 and overall are scored again with the kit's MLP, which then chooses. The choice is among every
 candidate scored that has at least ``min_members`` members. Test scores are computed only for what is
-reported: each task's choice, the choice for all tasks (best mean rank), each task's best single member
-and the paper's recipe. Every score is stored like ``hearfuse evaluate``'s results, with the
-candidate's embedding key as provenance, and reused while it holds: a plan stopped at any point goes on
-where it stopped.
+reported: each task's choice, the choice for all tasks (best mean rank), each task's best single member,
+the paper's recipe and each member alone (the mean of its states). Every score is stored like
+``hearfuse evaluate``'s results, with the candidate's embedding key as provenance, and reused while it
+holds: a plan stopped at any point goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -903,11 +903,17 @@ def _choose(plan: Plan, probe: str) -> tuple[dict[str, str], str | None]:
     return per_task, overall[0].name if overall else None
 
 
+def member_alone(name: str) -> str:
+    """The reported row of a member alone, the mean of its states."""
+    return f"{name} alone (mean of its states)"
+
+
 def _report(
     plan: Plan, probe: str, per_task: dict, all_tasks: str | None, paper_rows: list[tuple[int, str, str]]
 ) -> list[Reported]:
     """Test scores for what is reported (see the module docstring); with ``--paper``, every row of the tables."""
     wanted: list[tuple[str, str, Task]] = []
+    alone = {name: plan.fusion({name: "mean"}) for name in plan.members}
     if paper_rows:
         wanted += [(name, name, task) for _, _, name in paper_rows for task in plan.tasks]
     else:
@@ -922,10 +928,14 @@ def _report(
             if single:
                 wanted.append(("best single member", single[0].name, task))
             wanted.append(("the paper's recipe", recipe, task))
+            # each member alone as the paper fuses it (the mean of its states): what fusing added to it
+            wanted += [(member_alone(name), alone[name].name, task) for name in plan.members]
+    configs = {c.name: c.config for c in plan.candidates.values()}
+    configs.update({config.name: config for config in alone.values()})
     tested: dict[tuple[str, str], dict] = {}
     for name in dict.fromkeys(name for _, name, _ in wanted):
         tasks = list(dict.fromkeys(task.name for _, n, task in wanted if n == name))
         chosen_tasks = [task for task in plan.tasks if task.name in tasks]
-        for task, result in zip(chosen_tasks, plan.test(plan.candidates[name].config, chosen_tasks)):
+        for task, result in zip(chosen_tasks, plan.test(configs[name], chosen_tasks)):
             tested[name, task.name] = result
     return [Reported(row, name, task.name, tested[name, task.name]) for row, name, task in wanted]
