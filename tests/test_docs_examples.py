@@ -121,7 +121,8 @@ def test_the_documentation_has_runnable_examples_and_the_test_knows_their_pages(
         for block in code_blocks(DOCS / page):
             if block.runnable:
                 assert block.language in ("python", "toml"), f"{page}: runnable {block.language} blocks are not run"
-                assert block.language == "python" or block.options.get("caption"), f"{page}: a toml block needs a caption"
+                named = block.language == "python" or block.options.get("caption")
+                assert named, f"{page}: a runnable toml block needs a caption (the file it is written to)"
 
 
 @pytest.mark.parametrize("page", runnable_pages())

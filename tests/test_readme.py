@@ -22,7 +22,8 @@ def test_quickstart_crepe_shapes():
     assert tuple(namespace["embeddings"].shape) == (2, 61, 2048)
     assert tuple(namespace["scene"].shape) == (2, 2048)
     assert namespace["timestamps"].dtype == torch.float32
-    assert [tuple(each.timestamp_embeddings.shape) for each in namespace["each"]] == [(21, 2048), (81, 2048), (41, 2048)]
+    each = [tuple(clip.timestamp_embeddings.shape) for clip in namespace["each"]]
+    assert each == [(21, 2048), (81, 2048), (41, 2048)]
 
 
 def test_the_presets_table_is_the_catalogues():

@@ -185,7 +185,10 @@ def all_commands(parser: argparse.ArgumentParser | None = None, path: tuple[str,
 
 
 def check_every_command_shown(app, env) -> None:
-    """A command that no ``hearfuse-cli`` block shows is a warning (an error under ``make docs``)."""
+    """A command that no ``hearfuse-cli`` block shows is a warning (an error under ``make docs``), unless the
+    project says it shows no commands (``hearfuse_every_command_shown = False``)."""
+    if not app.config.hearfuse_every_command_shown:
+        return
     shown = set().union(*getattr(env, "hearfuse_commands", {}).values())
     for command in all_commands():
         if command not in shown:
@@ -273,6 +276,7 @@ def resolve_in_code(app, env, node, contnode):
 
 
 def setup(app):
+    app.add_config_value("hearfuse_every_command_shown", True, "env")
     app.add_directive("hearfuse-table", TableDirective)
     app.add_directive("hearfuse-cli", CommandDirective)
     app.add_directive("hearfuse-exports", ExportsDirective)
