@@ -49,7 +49,7 @@ test: install system-deps
 
 # The documentation, every warning an error (a broken reference or link, a page in no table of contents).
 docs: install
-	$(BIN)/python -m sphinx -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+	$(BIN)/python -m sphinx -W --keep-going -E -b html -d docs/_build/doctrees docs docs/_build/html
 
 # The suite as a CPU without native bfloat16 runs it: oneDNN limited to AVX2 emulates bf16 (tens of
 # times slower than float32), which no test may turn into minutes.
