@@ -14,6 +14,7 @@ DEMO ?= demo
 # `make demo MODELS=crepe PROBE=mlp` (about 25 minutes); every preset whose weights are here:
 # `make demo MODELS="$(.venv/bin/hearfuse models --available)"`.
 MODELS ?= examples/crepe_tiny.toml
+REAL_MODELS ?= examples/whisper_crepe_ge2e_wakeword.toml
 PROBE ?= linear
 
 .PHONY: install system-deps test test-no-bf16 docs demo clean
@@ -33,13 +34,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $(STAMP)
 
-# Debian programs the offline suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox), and the
-# browser the documentation's test reads the built site in (chromium).
+# Debian programs the synthetic suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox), the
+# browser the documentation's test reads the built site in (chromium), and the packages whose recordings the
+# recorded suite reads; apt-get runs only when something is missing.
+RECORDED_PACKAGES := tuxpaint-stamps-default ktuberling-data klettres-data hydrogen-drumkits
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
 	    || ! command -v chromium >/dev/null || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends \
 	    fluidsynth fluid-soundfont-gm espeak-ng sox chromium; fi
+	@missing=$$(for package in $(RECORDED_PACKAGES); do \
+	    dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $$missing; fi
 
 # The tests build the documentation too (tests/test_docs.py, into docs/_build/html) and read it in Chromium.
 test: install system-deps
@@ -56,12 +63,16 @@ docs: install
 test-no-bf16:
 	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) test
 
-# Build the ci suite, evaluate `crepe` (weights ship with the package) and every preset whose
-# weights are in the local cache, and print the report.
+# Build the ci size of both suites (synthetic and recorded), evaluate MODELS with PROBE on all of them and
+# REAL_MODELS (a fusion of four real networks whose weights packages ship) on the recorded tasks, and print
+# the report of both, which says which tasks are recorded and which synthetic.
 demo: install system-deps
-	$(BIN)/hearfuse tasks build --out $(DEMO)/tasks --size ci
+	$(BIN)/hearfuse tasks build --out $(DEMO)/tasks --size ci --suite synthetic
+	$(BIN)/hearfuse tasks build --out $(DEMO)/recorded --size ci --suite recorded
 	$(BIN)/hearfuse evaluate $(foreach model,$(MODELS),--model $(model)) \
-	  --tasks $(DEMO)/tasks --results $(DEMO)/results --probe $(PROBE)
+	  --tasks $(DEMO)/tasks --results $(DEMO)/results --probe $(PROBE) > /dev/null
+	$(BIN)/hearfuse evaluate $(foreach model,$(sort $(MODELS) $(REAL_MODELS)),--model $(model)) \
+	  --tasks $(DEMO)/recorded --results $(DEMO)/results --probe $(PROBE)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache $(DEMO) docs/_build

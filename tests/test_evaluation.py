@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 import torch
 
 from hearfuse.config import FusionConfig, MemberConfig
-from hearfuse.evaluation import downstream
+from hearfuse.evaluation import downstream, predictions
 from hearfuse.evaluation.cache import embed_split, embedding_key, read_split, split_dir
 from hearfuse.evaluation.downstream import train_predictor
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
 from hearfuse.evaluation.events import Postprocessing, decode_events, frame_targets
 from hearfuse.evaluation.metrics import METRICS
 from hearfuse.evaluation.protocol import HyperParameters, Protocol
+from hearfuse.evaluation.results import result_path
 from hearfuse.evaluation.tasks import TaskError, load_task
 from hearfuse.model import FusionModel
 from hearfuse.upstream import CheckpointInfo, Family, Upstream, families, register_family
@@ -116,6 +118,7 @@ def test_result_files_have_the_report_schema(results):
         "shuffle_batches": False,
     }
     assert stored["monitor"] == "score" and stored["test"]["segment_1s_er"]["std"] is None  # one split: no std
+    assert stored["task_suite"] is None and stored["task_sources"] == []  # not a task of hearfuse's suite
 
 
 def test_finished_results_are_not_recomputed(results, tasks_root, monkeypatch):
@@ -139,6 +142,71 @@ def test_results_are_recomputed_under_another_protocol(results, tasks_root, monk
         evaluate([CREPE_TINY], tasks_root, fewer_epochs, only=["tones_multiclass"])
     assert recomputed == [Protocol(grid_points=2, max_epochs=30)]
     assert "the downstream protocol (max_epochs) changed" in caplog.text
+
+
+def test_stored_predictions_give_every_fold_score_back(results):
+    """Scene, multilabel, k-fold and event tasks: the predictions stored beside each result score, with
+    the task's metrics, exactly what the result records for every fold."""
+    results, settings = results
+    for result in results.values():
+        stored = predictions.read(result_path(settings.results_dir, result["model"], result["task"]), result)
+        assert len(stored.folds) == len(result["folds"])
+        for metric, entry in result["test"].items():
+            assert [None if math.isnan(v) else v for v in stored.score(metric)] == entry["folds"]
+
+
+def test_a_result_whose_predictions_are_gone_reports_no_interval_and_is_computed_again(
+    results, tasks_root, tmp_path, monkeypatch, caplog
+):
+    _, settings = results
+    copy = tmp_path / "results"
+    shutil.copytree(settings.results_dir / "crepe_tiny", copy / "crepe_tiny")
+    (copy / "crepe_tiny" / "tones_multiclass-v1-full.predictions.npz").unlink()
+    from hearfuse.evaluation.report import write_report
+
+    text = write_report(copy)[0].read_text()
+    assert (
+        "No interval for 1 run(s) (`n/a`): its test predictions file tones_multiclass-v1-full.predictions.npz " in text
+    )
+    assert "| crepe_tiny | best | n/a | best | best |" in text  # the differences table: one model, one run without
+
+    import hearfuse.evaluation.evaluate as module
+
+    recomputed = []
+    monkeypatch.setattr(module, "evaluate_task", lambda model, task, s: recomputed.append(task.name) or {})
+    monkeypatch.setattr(module, "write_text_atomic", lambda *a: None)
+    with caplog.at_level("INFO"):
+        evaluate([CREPE_TINY], tasks_root, dataclasses.replace(settings, results_dir=copy))
+    assert recomputed == ["tones_multiclass-v1-full"]  # the other tasks' results are reused
+    assert "its test predictions file tones_multiclass-v1-full.predictions.npz is missing" in caplog.text
+
+
+def test_the_spread_across_training_seeds_is_recorded_and_asked_for_again_when_more_seeds_are_wanted(
+    results, tasks_root, tmp_path, caplog
+):
+    _, settings = results
+    seeded = dataclasses.replace(
+        settings, results_dir=tmp_path / "results", protocol=Protocol(grid_points=1, max_epochs=30), training_seeds=2
+    )
+    (result,) = evaluate([CREPE_TINY], tasks_root, seeded, only=["tones_multiclass_kfold"])
+    spread = result["training_seeds"]
+    assert spread["seeds"] == [42, 43] and set(spread["test"]) == set(result["test"])
+    assert spread["test"]["top1_acc"][0] == result["test"]["top1_acc"]["mean"]  # the reported run is the first
+    assert 0 <= spread["test"]["top1_acc"][1] <= 1 and result["timings"]["seeds_s"] > 0
+
+    import hearfuse.evaluation.evaluate as module
+
+    kfold = ["tones_multiclass_kfold"]
+    with pytest.MonkeyPatch.context() as patch:  # fewer seeds than stored: reused
+        patch.setattr(module, "evaluate_task", lambda *a, **k: pytest.fail("recomputed a finished result"))
+        assert evaluate([CREPE_TINY], tasks_root, dataclasses.replace(seeded, training_seeds=1), only=kfold)
+    with caplog.at_level("INFO"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "evaluate_task", lambda model, task, s: {})
+        patch.setattr(module, "write_text_atomic", lambda *a: None)
+        evaluate([CREPE_TINY], tasks_root, dataclasses.replace(seeded, training_seeds=3), only=kfold)
+    assert "the spread across 3 training seeds was asked" in caplog.text
+    with pytest.raises(ValueError, match="positive integer"):
+        dataclasses.replace(seeded, training_seeds=0)
 
 
 def test_settings_reject_an_empty_grid(tasks_root, tmp_path, capsys):
@@ -450,6 +518,13 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
         "options = { hop_ms = 50, scene_hop_ms = 50 }\n"
     )
     results = tmp_path / "results"
+    base = ["evaluate", "--model", str(config), "--tasks", str(tasks_root), "--results", str(results)]
+    assert main([*base, "--probe", "linear", "--seeds", "2"]) == 2
+    assert "--seeds applies to the mlp probe" in capsys.readouterr().err
+    assert main([*base, "--baseline", "crepe"]) == 2  # checked before any work
+    assert "--baseline 'crepe' is none of the models evaluated or stored in" in capsys.readouterr().err
+    assert main([*base, "--model", "crepe_tiny"]) == 2  # the preset of that name is another model
+    assert "two models are named 'crepe_tiny' (" in capsys.readouterr().err
     code = main(
         [
             "evaluate",
@@ -473,8 +548,13 @@ def test_cli_evaluate_and_report(tasks_root, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "tones_multiclass-v1-full" in out and (results / "report.png").is_file()
+    assert "### How sure" in out and "Spread across training seeds" not in out
     (results / "report.md").unlink()
     assert main(["report", str(results)]) == 0 and (results / "report.md").is_file()
+    assert main(["report", str(results), "--baseline", "crepe_tiny"]) == 0
+    assert "Difference to the baseline crepe_tiny" in capsys.readouterr().out
+    assert main(["report", str(results), "--baseline", "crepe"]) == 2
+    assert "baseline 'crepe' is not a model of" in capsys.readouterr().err
     assert main(["tasks", "check", str(tasks_root)]) == 0
     assert "ok: tone_events-v1-full" in capsys.readouterr().out
 
@@ -583,8 +663,7 @@ def test_a_missing_metadata_key_is_one_line(tasks_root, tmp_path):
     _edit(task_dir, "task_metadata.json", lambda t: t.replace('"embedding_type"', '"kind"'))
     with pytest.raises(TaskError) as error:
         load_task(task_dir)
-    problems = [line for line in str(error.value).splitlines() if line.startswith("  - ")]
-    assert problems == ["  - task_metadata.json: missing 'embedding_type'"]
+    assert str(error.value) == f"malformed task {task_dir}: task_metadata.json: missing 'embedding_type'"
 
 
 @pytest.mark.parametrize("content, reason", [(b"", "empty file"), (b"not audio at all\n", "not readable as audio")])

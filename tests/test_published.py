@@ -207,8 +207,10 @@ def test_report_places_the_published_numbers_beside(tmp_path, data):
     assert "not compared): gm_pitch-v1-ci." in section
     assert "published" in section and "hearbenchmark.com" in section and "never used in any computation" in section
     # the user's own table is as before: published numbers are beside it, never in it
-    primary = text.split("## Primary metric\n")[1].split("\n## ")[0]
+    primary, how_sure = text.split("## Primary metric\n")[1].split("\n## ")[0].split("### How sure")
     assert "96.6" not in primary and "97.5" not in primary
+    how_sure = how_sure.replace("97.5th percentile", "")  # what its interval is, in words
+    assert "96.6" not in how_sure and "97.5" not in how_sure and "No interval for" in how_sure
     chart = tmp_path / "report-published.png"
     assert chart.read_bytes().startswith(PNG_SIGNATURE) and "(report-published.png)" in text
 

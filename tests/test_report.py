@@ -6,15 +6,20 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from hearfuse.errors import UsageError
+from hearfuse.evaluation import predictions
 from hearfuse.evaluation.charts import bar_chart
 from hearfuse.evaluation.formatting import format_score
+from hearfuse.evaluation.predictions import FoldPredictions, Predictions
 from hearfuse.evaluation.report import (
     _describe_protocol,
     failures,
     markdown_table,
     secondary_table,
+    tasks_table,
     write_report,
 )
 from hearfuse.evaluation.results import load_results
@@ -326,6 +331,7 @@ def test_write_report_round_trip(tmp_path):
     assert "**hubert_xlarge** on `libricount-v1-full`: RuntimeError: out of memory \\| killed" in text
     assert "| gm_pitch-v1-full | chroma_acc | n/a | 90.0 ± 0.0 | 50.0 ± 0.0 |" in text  # crepe lacks it
     assert "![Primary metric per task](report.png)" in text
+    assert "## Tasks" in text and "| gm_pitch-v1-full | elsewhere | – |" in text
     assert png_size(png_path)[0] > 300
 
     # the report files do not disturb a second run, and out_dir is honoured
@@ -334,6 +340,119 @@ def test_write_report_round_trip(tmp_path):
     assert md2.read_text(encoding="utf-8").split("\n", 3)[3] == text.split("\n", 3)[3]  # same but the date
 
 
+def test_the_tasks_section_says_each_tasks_suite_and_sources():
+    def source(package, version, licence):
+        return {"id": f"{package}/x", "package": package, "version": version, "licence": licence, "path": "/usr"}
+
+    recorded = {
+        "task_suite": "recorded",
+        "task_sources": [
+            source("ktuberling-data", "4:22.12.3-1", "GPL-2+"),
+            source("tuxpaint-stamps-default", "2022.06.04-1", "GPL-2"),
+            source("ktuberling-data", "4:22.12.3-1", "GPL-2+"),
+        ],
+    }
+    results = [
+        {**ok("crepe", "spoken_language_recorded-v1-ci", 0.2), **recorded},
+        {**ok("crepe", "gm_pitch-v1-ci", 0.9), "task_suite": "synthetic", "task_sources": []},
+        ok("crepe", "vox_lingua_top10-hear2021-full", 0.3),  # no suite recorded
+        {**ok("whisper", "spoken_language_recorded-v1-ci", 0.5), **recorded},
+    ]
+    header, rows = parse(tasks_table(results))
+    assert header == ["Suite", "Sources"]
+    assert rows["gm_pitch-v1-ci"] == ["synthetic", "–"]
+    assert rows["vox_lingua_top10-hear2021-full"] == ["elsewhere", "–"]
+    assert rows["spoken_language_recorded-v1-ci"] == [
+        "recorded",
+        "ktuberling-data 4:22.12.3-1 (GPL-2+; 2 sources); tuxpaint-stamps-default 2022.06.04-1 (GPL-2; 1 source)",
+    ]
+
+
 def test_write_report_on_empty_dir(tmp_path):
     with pytest.raises(ValueError, match="no result files"):
         write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- how sure
+
+
+def stored_run(root: Path, model: str, task: str, right: list[np.ndarray], metric: str = "top1_acc") -> None:
+    """A result and its test predictions: fold i's clips right where ``right[i]`` says, of 3 classes."""
+    folds = []
+    for index, correct in enumerate(right):
+        targets = np.eye(3)[np.arange(len(correct)) % 3]
+        probabilities = np.where(correct[:, None], targets, np.roll(targets, 1, axis=1)).astype(np.float32)
+        files = tuple(f"clip{i:03d}.wav" for i in range(len(correct)))
+        folds.append(FoldPredictions(f"fold{index:02d}", files, probabilities, targets))
+    tested = Predictions("scene", ("a", "b", "c"), tuple(folds))
+    scores = tested.score(metric)
+    record = ok(model, task, float(np.mean(scores)), metric=metric, folds=scores)
+    path = root / model / f"{task}.json"
+    record[predictions.KEY] = predictions.write(path, tested)
+    path.write_text(json.dumps(record))
+
+
+def test_the_report_gives_intervals_and_marks_significant_differences(tmp_path):
+    rng = np.random.default_rng(0)
+    good = [rng.random(60) < 0.9]
+    stored_run(tmp_path, "good", "words-v1", good)
+    stored_run(tmp_path, "twin", "words-v1", good)  # the same predictions: differs by exactly 0
+    stored_run(tmp_path, "poor", "words-v1", [rng.random(60) < 0.4])
+    kfold = [rng.random(30) < 0.8, rng.random(30) < 0.7, rng.random(30) < 0.9]
+    stored_run(tmp_path, "good", "instruments-v1", kfold)
+    poor_kfold = [right & (rng.random(30) < 0.5) for right in kfold]
+    stored_run(tmp_path, "poor", "instruments-v1", poor_kfold)
+    write_results(tmp_path, [ok("old", "words-v1", 0.5, metric="top1_acc")])  # before predictions were kept
+
+    text = write_report(tmp_path)[0].read_text(encoding="utf-8")
+    section = text[text.index("### How sure") : text.index("## Failed runs")]
+    assert "1000 resamples (seed 0)" in section and "2.5th to the 97.5th percentile" in section
+    scores, differences = (parse(table) for table in _tables(section)[:2])
+    assert scores[0] == ["instruments-v1 (top1_acc ↑)", "words-v1 (top1_acc ↑)"]
+    good_words = scores[1]["good"][1]
+    assert good_words.startswith(f"{np.mean(good[0]) * 100:.1f} [") and scores[1]["twin"][1] == good_words
+    assert scores[1]["old"] == ["–", "n/a"]
+    assert differences[1]["good"][1] == "best" and differences[1]["twin"][1] == "+0.0 [+0.0, +0.0]"
+    assert differences[1]["poor"][0].startswith("**-") and differences[1]["poor"][1].startswith("**-")
+    assert differences[1]["old"][1] == "n/a"
+    per_fold = parse(_tables(section)[2])
+    assert per_fold[0] == ["fold 1", "fold 2", "fold 3"] and len(per_fold[1]["poor"]) == 3
+    assert "`instruments-v1`, per fold: difference to good" in section
+    fold_one = per_fold[1]["poor"][0]  # fold 1's own difference, then its interval
+    assert fold_one.startswith(f"**{(np.mean(poor_kfold[0]) - np.mean(kfold[0])) * 100:+.1f} [")
+    assert section.count("Run `hearfuse evaluate` again") == 1
+    assert "No interval for 1 run(s) (`n/a`): its test predictions are not stored" in section
+
+    assert "### How sure" not in write_report(tmp_path, resamples=0)[0].read_text(encoding="utf-8")
+
+    text = write_report(tmp_path, baseline="poor")[0].read_text(encoding="utf-8")
+    section = text[text.index("### How sure") : text.index("## Tasks")]
+    assert "Difference to the baseline poor (model − baseline" in section
+    tables = _tables(section)  # scores, to best, best per fold, to the baseline, baseline per fold
+    to_baseline = parse(tables[3])[1]
+    assert to_baseline["poor"] == ["baseline", "baseline"] and to_baseline["twin"] == ["–", to_baseline["good"][1]]
+    assert to_baseline["good"][1].startswith("**+") and "`instruments-v1`, per fold: difference to poor" in section
+    with pytest.raises(UsageError, match="baseline 'nobody' is not a model of"):
+        write_report(tmp_path, baseline="nobody")
+
+
+def test_the_spread_across_training_seeds_is_shown_where_runs_recorded_it(tmp_path):
+    seeded = ok("m", "words-v1", 0.80, metric="top1_acc")
+    seeded["training_seeds"] = {"seeds": [42, 43, 44], "test": {"top1_acc": [0.80, 0.70, 0.75]}}
+    write_results(tmp_path, [seeded, ok("m", "tones-v1", 0.5, metric="top1_acc")])
+    section = write_report(tmp_path, resamples=0)[0].read_text(encoding="utf-8").split("### How sure")[1]
+    header, rows = parse(_tables(section)[0])
+    assert header == ["tones-v1 (top1_acc ↑)", "words-v1 (top1_acc ↑)"]
+    assert rows["m"] == ["–", "75.0 ± 5.0 [70.0, 80.0] (n=3)"]
+
+
+def _tables(markdown: str) -> list[str]:
+    """The markdown tables of a text, in order."""
+    blocks, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks

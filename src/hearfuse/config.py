@@ -28,6 +28,7 @@ Normalize = Literal["none", "checkpoint", "always"]
 CombineMode = Literal["cat", "avg"]
 TimeAlignment = Literal["stretch", "timestamps"]
 FeatureAlignment = Literal["interpolate", "none"]
+MemberWeighting = Literal["none", "equal"]
 
 #: Longest window a config may ask for (a day): far above any use, and finite arithmetic.
 MAX_WINDOW_SECONDS = 86400.0
@@ -127,6 +128,10 @@ class FusionConfig:
     time_alignment: TimeAlignment = "timestamps"
     #: Scene embedding = concatenated means of this many consecutive time groups (1 = plain mean).
     scene_groups: int = 1
+    #: "none": members as aligned (the paper); "equal": each member's block, after width alignment,
+    #: centred and scaled to unit norm in every frame (each scene group), so that no member outweighs
+    #: another by its width or the scale of its activations (:func:`~.fusion.combination.equal_blocks`).
+    member_weighting: MemberWeighting = "none"
     #: Long clips are embedded in windows of this length (None = always full context).
     window_seconds: float | None = DEFAULT_WINDOW.window_seconds
     window_context_seconds: float = DEFAULT_WINDOW.context_seconds
@@ -206,6 +211,7 @@ class FusionConfig:
             combine="cat",
             interleave=False,
             feature_dim=None,
+            member_weighting="none",
         )
 
     def save(self, path: str | Path) -> Path:
@@ -233,6 +239,8 @@ class FusionConfig:
 
     def to_dict(self) -> dict:
         data = _settings(self)
+        if data["member_weighting"] == "none":  # at its default, left out: configs and fingerprints written
+            del data["member_weighting"]  # before the setting existed stay what they were
         data["members"] = [m.to_dict() for m in self.members]
         return data
 
@@ -322,6 +330,7 @@ _FUSION_FIELDS = {
     "feature_dim": Option(int, minimum=1, nullable=True),
     "time_alignment": Option(str, choices=get_args(TimeAlignment)),
     "scene_groups": Option(int, minimum=1),
+    "member_weighting": Option(str, choices=get_args(MemberWeighting)),
     "window_seconds": Option(float, minimum=0, above_minimum=True, maximum=MAX_WINDOW_SECONDS, nullable=True),
     "window_context_seconds": Option(float, minimum=0, maximum=MAX_WINDOW_SECONDS),
 }

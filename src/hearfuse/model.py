@@ -15,7 +15,7 @@ from .dtypes import DTYPE_NAMES, dtype_name, resolve_dtype, torch_dtype, warn_if
 from .errors import ConfigError
 from .fusion.aggregation import LayerAggregation
 from .fusion.alignment import LinearMap, stretch, stretch_map, timestamp_map
-from .fusion.combination import average, concatenate
+from .fusion.combination import average, concatenate, equal_blocks
 from .fusion.pooling import pool, pooling_weights
 from .fusion.windowing import (
     Windowing,
@@ -26,7 +26,7 @@ from .fusion.windowing import (
     windowed_pieces,
 )
 from .upstream import WeightsNotFoundError, get_family
-from .upstream.base import Upstream, module_device
+from .upstream.base import SceneFrames, Upstream, module_device
 
 #: Mixed-length batches are padded to a multiple of this many samples (1 s): padding is masked, so
 #: it costs a little compute and changes nothing, and cuDNN, which tunes its kernels per input shape
@@ -396,9 +396,7 @@ class FusionModel(nn.Module):
 
     def _scene_weights(self, num_samples: int) -> dict[str, Tensor]:
         """Scene pooling weights over each member's own scene frames (pulled back through the alignment)."""
-        reference_frames = len(self._reference.frame_centers_ms(num_samples, scene=True))
-        target = pooling_weights(reference_frames, self.config.scene_groups)
-        return {name: linear.pull_back(target) for name, linear in self._time_maps(num_samples, scene=True).items()}
+        return scene_pooling_weights(self.config, self._centres(num_samples, scene=True))
 
     def _finish(
         self, frames: dict[str, list[Tensor]], pooled: dict[str, list[Tensor]], num_samples: int, count: int
@@ -429,37 +427,62 @@ class FusionModel(nn.Module):
         """HEAR scene embeddings ``(n, scene_embedding_size)``, float32."""
         return self.embed(audio, timestamp=False).scene_embeddings
 
-    @property
-    def _reference(self) -> Member:
-        return self.members[self.config.reference_member.name]
-
-    def _time_maps(self, num_samples: int, *, scene: bool) -> dict[str, LinearMap]:
-        """How each member's frames map onto the reference member's frames."""
-        target_ms = self._reference.frame_centers_ms(num_samples, scene=scene)
-        maps = {}
-        for name, member in self.members.items():
-            source_ms = member.frame_centers_ms(num_samples, scene=scene)
-            if self.config.time_alignment == "stretch":
-                maps[name] = stretch_map(len(source_ms), len(target_ms))
-            else:
-                maps[name] = timestamp_map(source_ms, target_ms)
-        return maps
+    def _centres(self, num_samples: int, *, scene: bool) -> dict[str, Tensor]:
+        """Each member's frame centres (ms) for a clip of ``num_samples``."""
+        return {name: member.frame_centers_ms(num_samples, scene=scene) for name, member in self.members.items()}
 
     def _align_and_join(self, frames: Mapping[str, Tensor], num_samples: int, *, scene: bool) -> tuple[Tensor, Tensor]:
         """Members' own frames -> combined frames ``(n, T, D)`` on the reference frame centres (ms)."""
-        maps = self._time_maps(num_samples, scene=scene)
-        combined = self._join({name: maps[name].apply(x) for name, x in frames.items()})
-        return combined, self._reference.frame_centers_ms(num_samples, scene=scene)
+        centres = self._centres(num_samples, scene=scene)
+        return align_and_join(self.config, frames, centres), centres[self.config.reference_member.name]
 
     def _join(self, aligned: Mapping[str, Tensor]) -> Tensor:
-        """Members already on the reference frames ``(n, T, C_m)`` -> ``(n, T, D)``: widths aligned, combined."""
-        config = self.config
-        native = {name: x.shape[-1] for name, x in aligned.items()}
-        members = [
-            stretch(aligned[m.name], width, dim=2) for m, width in zip(config.members, config.aligned_widths(native))
-        ]
-        combined = average(members) if config.combine == "avg" else concatenate(members, interleave=config.interleave)
-        return combined.float()
+        return join_members(self.config, aligned)
+
+    def on_scene_frames(self) -> "FusionModel":
+        """This model with every member's scene frames as its timestamp frames (the same modules, shared):
+        its timestamp embeddings are the fused frames that scene pooling pools."""
+        upstreams = {name: SceneFrames(member.upstream) for name, member in self.members.items()}
+        return FusionModel(self.config, upstreams, dtype=self.autocast_dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fusion step, from the members' frames and their centres alone: FusionModel runs it on what its
+# upstreams produce, ``hearfuse plan`` on member states it cached (so both give the same embeddings).
+
+
+def time_maps(config: FusionConfig, centres_ms: Mapping[str, Tensor]) -> dict[str, LinearMap]:
+    """How each member's frames, centred at ``centres_ms[name]``, map onto the reference member's frames."""
+    target_ms = centres_ms[config.reference_member.name]
+    if config.time_alignment == "stretch":
+        return {name: stretch_map(len(source_ms), len(target_ms)) for name, source_ms in centres_ms.items()}
+    return {name: timestamp_map(source_ms, target_ms) for name, source_ms in centres_ms.items()}
+
+
+def scene_pooling_weights(config: FusionConfig, centres_ms: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The scene pooling weights ``(G, T_ref)`` over the reference's scene frames, pulled back onto each
+    member's own scene frames ``(G, T_m)``."""
+    target = pooling_weights(len(centres_ms[config.reference_member.name]), config.scene_groups)
+    return {name: linear.pull_back(target) for name, linear in time_maps(config, centres_ms).items()}
+
+
+def align_and_join(config: FusionConfig, frames: Mapping[str, Tensor], centres_ms: Mapping[str, Tensor]) -> Tensor:
+    """Members' own frames ``(n, T_m, C_m)`` -> combined frames ``(n, T, D)`` on the reference's frames."""
+    maps = time_maps(config, centres_ms)
+    return join_members(config, {name: maps[name].apply(x) for name, x in frames.items()})
+
+
+def join_members(config: FusionConfig, aligned: Mapping[str, Tensor]) -> Tensor:
+    """Members already on the reference frames ``(n, T, C_m)`` -> ``(n, T, D)``: widths aligned, members
+    weighted, combined."""
+    native = {name: x.shape[-1] for name, x in aligned.items()}
+    members = [
+        stretch(aligned[m.name], width, dim=2) for m, width in zip(config.members, config.aligned_widths(native))
+    ]
+    if config.member_weighting == "equal":
+        members = equal_blocks(members)
+    combined = average(members) if config.combine == "avg" else concatenate(members, interleave=config.interleave)
+    return combined.float()
 
 
 #: The modules whose weights autocast would cast to the run precision on every call.

@@ -9,11 +9,11 @@ import sys
 from typing import Sequence
 
 from ..errors import UsageError
-from . import download, embed, evaluate, export, layers, models, reference, report, tasks
+from . import download, embed, evaluate, export, layers, models, plan, reference, report, tasks
 from .common import settle_ray_address
 
 #: The commands in the order ``hearfuse --help`` lists them.
-COMMANDS = (embed, export, models, download, evaluate, layers, report, reference, tasks)
+COMMANDS = (embed, export, models, download, evaluate, layers, plan, report, reference, tasks)
 
 
 def build_parser() -> argparse.ArgumentParser:

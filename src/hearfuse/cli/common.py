@@ -50,6 +50,55 @@ def checked_device(name: str | None) -> str:
     return name
 
 
+def baseline_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="in the report, also compare every model with this one (paired differences with 95 %% intervals), "
+        "beside the comparison with each task's best",
+    )
+
+
+#: :data:`hearfuse.evaluation.uncertainty.RESAMPLES`, without importing numpy for ``--help``.
+RESAMPLES = 1000
+
+
+def resamples_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        metavar="B",
+        help=f"bootstrap resamples of each task's test set (default: {RESAMPLES}; 0: no intervals)",
+    )
+
+
+def checked_resamples(args: argparse.Namespace) -> int:
+    if args.resamples < 0:
+        raise UsageError(f"--resamples must be 0 (no intervals) or more, got {args.resamples}")
+    return args.resamples
+
+
+def seeds_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="MLP probe: train the chosen hyperparameters under N seeds (the --seed, then the next ones) and report "
+        "the spread of their scores beside the bootstrap's intervals; the reported score stays the --seed one's "
+        "(default: 1)",
+    )
+
+
+def checked_seeds(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be 1 or more, got {args.seeds}")
+    if args.seeds > 1 and args.probe != "mlp":
+        raise UsageError(f"--seeds applies to the mlp probe; the {args.probe} probe does not depend on a seed")
+    return args.seeds
+
+
 def ray_option(command: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = command.add_argument_group(
         "distributed (Ray)", "pip install 'hearfuse[ray]'; see the documentation's 'Beyond one machine: Ray'"

@@ -28,11 +28,15 @@ def add(commands) -> None:
 
     build = task_commands.add_parser(
         "build",
-        help="build the offline suite (FluidR3 GM instruments, espeak-ng speech) in the HEAR layout",
-        description="Render the offline benchmark suite into DIR/<task>-v1-<size>/ in the HEAR task layout. "
-        "Deterministic for a seed (same bytes on rerun); finished tasks are reused. Needs the Debian packages "
-        "fluidsynth, fluid-soundfont-gm, espeak-ng and sox.",
+        help="build the offline suite (synthetic, or recorded from Debian packages) in the HEAR layout",
+        description="Build the offline benchmark suite into DIR/<task>-v1-<size>/ in the HEAR task layout. "
+        "Deterministic for a seed (same bytes on rerun); finished tasks are reused until their seed, size, suite "
+        "version or the Debian packages they read change. The synthetic suite renders FluidR3 GM instruments "
+        "and espeak-ng voices (Debian packages fluidsynth, fluid-soundfont-gm, espeak-ng, sox); the recorded "
+        "suite reads recordings people made from the Debian packages tuxpaint-stamps-default, ktuberling-data, "
+        "klettres-data and hydrogen-drumkits (`make system-deps` installs them all).",
         epilog="examples:\n  hearfuse tasks build --out tasks/ --size ci\n"
+        "  hearfuse tasks build --out tasks/ --suite all\n"
         "  hearfuse tasks build --out tasks/ --size full --only gm_pitch spoken_words",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,8 +47,14 @@ def add(commands) -> None:
         default="ci",
         help="ci: minutes to build, for tests and demos; full: enough to separate models (default: ci)",
     )
+    build.add_argument(
+        "--suite",
+        choices=("synthetic", "recorded", "all"),
+        default="synthetic",
+        help="synthetic: rendered; recorded: recordings from Debian packages; all: both (default: synthetic)",
+    )
     build.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these tasks")
+    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these tasks (of the suite chosen)")
     quiet_option(build)
     build.set_defaults(run=build_tasks)
 
@@ -78,7 +88,9 @@ def build_tasks(args: argparse.Namespace) -> int:
     from ..suite.build import build_suite
 
     started = time.perf_counter()
-    directories = build_suite(args.out, size=args.size, seed=args.seed, only=args.only or (), progress=not args.quiet)
+    directories = build_suite(
+        args.out, suite=args.suite, size=args.size, seed=args.seed, only=args.only or (), progress=not args.quiet
+    )
     for directory in directories:
         print(directory)
     print(f"{len(directories)} tasks in {args.out} ({time.perf_counter() - started:.1f} s)")
@@ -88,7 +100,8 @@ def build_tasks(args: argparse.Namespace) -> int:
 def list_tasks(args: argparse.Namespace) -> int:
     from ..suite.build import SUITE
 
+    width = max(len(name) for name in SUITE)
     for task in SUITE.values():
-        print(f"{task.name:16} {task.kind:20} stands in for {task.stands_in_for}")
-        print(f"{'':16} labels: {task.labels}; metric: {task.metric}")
+        print(f"{task.name:{width}} {task.suite:9} {task.kind:20} stands in for {task.stands_in_for}")
+        print(f"{'':{width}} labels: {task.labels}; metric: {task.metric}")
     return 0

@@ -2,10 +2,14 @@
 
 Per (embedding key, task, split) the cache holds::
 
-    rows.f32        float32 rows, appended: one per clip (scene) or per frame (event)
-    timestamps.f32  the frame time of each row, ms (event tasks)
+    rows.f32        float32 rows, appended: one per clip (scene) or per frame (event, scene frames)
+    timestamps.f32  the frame time of each row, ms (event tasks, scene frames)
     index.jsonl     one line per clip: {"file", "start", "count"}; its length is what is done
     meta.json       width, kind and what the rows were computed from (the split's audio stamp)
+
+A scene task's *scene frames* (the fused frames a model's scene embeddings pool, on its scene frame grid,
+before pooling; what ``hearfuse plan`` keeps of every member state) are cached like an event task's
+frames, under the embedding key with ``rows: "scene frames"`` added (:func:`rows_key`).
 
 The embedding key (:func:`embedding_key`) covers the config's numeric content (not its name), the
 dtype and the embedding code; the audio stamp covers the split's files. A split whose audio changed is embedded
@@ -65,8 +69,32 @@ def embedding_key(config: FusionConfig, dtype: torch.dtype | None = None) -> dic
     return EmbeddingIdentity(config.fingerprint(), dtype_name(dtype)).cache_key()
 
 
+def rows_key(config: FusionConfig, dtype: torch.dtype | None = None, *, scene_frames: bool = False) -> dict:
+    """The key a split's rows are cached under: the embedding key, marked when the rows are scene frames."""
+    key = embedding_key(config, dtype)
+    return {**key, "rows": "scene frames"} if scene_frames else key
+
+
 def split_dir(cache_root: Path, key: dict, task: Task, split: str) -> Path:
     return Path(cache_root) / digest(key) / task.name / split
+
+
+def cached_clips(directory: Path, task: Task, split: str, files: list[str], *, scene_frames: bool = False) -> int:
+    """How many of ``files`` (in order) a cached split holds, computed from the audio there now (0 when it
+    was computed from other files): what a fill would not embed again."""
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        return 0
+    stored = json.loads(meta_path.read_text())
+    expected = _meta(_rows_kind(task, scene_frames), stored.get("width"), files, task.audio_dir(split))
+    if stored != expected:
+        return 0
+    done = 0
+    for expected_file, entry in zip(files, _read_index(directory)):
+        if entry.get("file") != expected_file:
+            break
+        done += 1
+    return done
 
 
 def embed_split(model: FusionModel, task: Task, split: str, cache_root: str | Path, **options) -> SplitEmbeddings:
@@ -85,22 +113,31 @@ def embed_split_variants(
     files: list[str] | None = None,
     batch_seconds: float = 60.0,
     progress=None,
+    scene_frames: bool = False,
 ) -> list[SplitEmbeddings]:
     """:func:`embed_split` for each variant of ``model`` (:meth:`FusionModel.embed_variants`), from one
     pass per clip: each variant is cached under its own config's key, exactly where a model built
     from that config would cache it, and only variants not yet complete are computed.
 
     ``files``: the split's clips in storage order (default: the kit's memmap order);
-    ``progress``: called with the number of clips after each batch.
+    ``progress``: called with the number of clips after each batch; ``scene_frames`` (scene tasks): cache
+    the frames the scene embeddings would pool instead (:func:`rows_key`).
     """
-    kind = task.embedding_type
-    width = model.timestamp_embedding_size if kind == "event" else model.scene_embedding_size
+    kind = _rows_kind(task, scene_frames)
+    if scene_frames:
+        model = model.on_scene_frames()
+    frames = kind != "scene"
+    width = model.timestamp_embedding_size if frames else model.scene_embedding_size
     files = files if files is not None else task.kit_file_order()[split]
     audio_dir = task.audio_dir(split, model.sample_rate)
-    meta = {"kind": kind, "width": width, "files": digest(files), "audio": _audio_stamp(audio_dir, files)}
+    meta = _meta(kind, width, files, audio_dir)
     configs = variant_configs(model.config, variants)
     caches = [
-        _SplitCache(split_dir(Path(cache_root), embedding_key(config, model.autocast_dtype), task, split), meta, files)
+        _SplitCache(
+            split_dir(Path(cache_root), rows_key(config, model.autocast_dtype, scene_frames=scene_frames), task, split),
+            meta,
+            files,
+        )
         for config in configs
     ]
     try:
@@ -110,18 +147,18 @@ def embed_split_variants(
             active = [k for k, cache in enumerate(caches) if cache.done < position + len(batch)]
             clips = [torch.from_numpy(_load(audio_dir / name, model.sample_rate)) for name in batch]
             chosen = {name: [each[k] for k in active] for name, each in variants.items()}
-            results = model.embed_each_variants(clips, chosen, timestamp=kind == "event", scene=kind == "scene")
+            results = model.embed_each_variants(clips, chosen, timestamp=frames, scene=not frames)
             for k, per_clip in zip(active, results):
                 skip = caches[k].done - position  # clips of this batch the variant's cache already holds
                 rows, times = [], []
                 for result in per_clip[skip:]:
-                    embeddings = result.timestamp_embeddings if kind == "event" else result.scene_embeddings[None]
+                    embeddings = result.timestamp_embeddings if frames else result.scene_embeddings[None]
                     if embeddings.shape[-1] != width:
                         raise EmbeddingError(
                             f"model returned embeddings of size {embeddings.shape[-1]}, expected {width}"
                         )
                     rows.append(embeddings.float().cpu().numpy())
-                    times.append(result.timestamps.cpu().numpy() if kind == "event" else np.zeros(1))
+                    times.append(result.timestamps.cpu().numpy() if frames else np.zeros(1))
                 caches[k].append(batch[skip:], rows, times)
             position += len(batch)
             if progress is not None:
@@ -130,6 +167,17 @@ def embed_split_variants(
         for cache in caches:
             cache.close()
     return [read_split(cache.directory) for cache in caches]
+
+
+def _rows_kind(task: Task, scene_frames: bool) -> str:
+    if scene_frames and task.embedding_type != "scene":
+        raise ValueError(f"task {task.name}: scene frames are cached for scene tasks only")
+    return "scene frames" if scene_frames else task.embedding_type
+
+
+def _meta(kind: str, width: int | None, files: list[str], audio_dir: Path) -> dict:
+    """What a cached split's rows were computed from (its ``meta.json``)."""
+    return {"kind": kind, "width": width, "files": digest(files), "audio": _audio_stamp(audio_dir, files)}
 
 
 def variant_configs(config: FusionConfig, variants: Mapping[str, Sequence[LayerAggregation]]) -> list[FusionConfig]:
@@ -189,7 +237,7 @@ def read_split(directory: Path) -> SplitEmbeddings:
         else np.zeros((0, width), np.float32)
     )
     timestamps = None
-    if meta["kind"] == "event" and total:
+    if meta["kind"] != "scene" and total:
         timestamps = np.memmap(directory / "timestamps.f32", dtype=np.float32, mode="r", shape=(total,))
     return SplitEmbeddings(
         rows=rows,

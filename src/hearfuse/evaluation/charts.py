@@ -284,3 +284,51 @@ def _palette(n: int) -> list:
         return [cmap(order[i]) for i in range(n)]
     cmap = colormaps["turbo"]
     return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
+
+
+def pareto_chart(points: Sequence[tuple[str, float, float, float]], path: str | Path, title: str) -> Path:
+    """Score against cost: each candidate ``(name, real-time factor, width, mean rank)`` in two panels,
+    mean rank (1 = best) against the members' real-time factor and against the embedding width, both on log
+    axes; the candidates no other beats on both (the Pareto front) joined and named."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13.0, 5.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title)
+    shown = [p for p in points if all(math.isfinite(v) and v > 0 for v in p[1:])]
+    labels = ("members' real-time factor (s per s of audio)", "embedding width (timestamp embedding)")
+    for column, label in enumerate(labels):
+        ax = figure.add_subplot(1, 2, column + 1)
+        if not shown:
+            ax.text(0.5, 0.5, "no candidate scored on every task", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        cost = [p[1 + column] for p in shown]
+        rank = [p[3] for p in shown]
+        ax.scatter(cost, rank, s=14, color="0.6", zorder=2)
+        front = _pareto_front(list(zip(cost, rank)))
+        ax.plot([cost[i] for i in front], [rank[i] for i in front], "-o", color="crimson", markersize=4, zorder=3)
+        for i in front:
+            ax.annotate(shown[i][0], (cost[i], rank[i]), fontsize=6, xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean rank on validation (1 = best)")
+        ax.grid(color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return _save(figure, path)
+
+
+def _pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point matches or beats on both cost and rank (lower is better on
+    both), by increasing cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], math.inf
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front

@@ -5,9 +5,10 @@ points, unless the protocol names another registered :class:`~.protocol.Probe`) 
 data split, the chosen one is fitted on every split (k-fold: fold i tests, fold i+1 validates) and scored
 with every metric of the task, and fold scores are aggregated as the kit does.
 Embeddings come from the cache (:mod:`.cache`) or, with :func:`evaluate_embeddings`, from a folder
-written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json`` and are
-reused only while their provenance (:mod:`.provenance`) and protocol hold; otherwise they are
-recomputed and the log says why.
+written by heareval's own embedding runner. Results go to ``RESULTS/<model>/<task>.json``, the test
+predictions they were scored from beside them (:mod:`.predictions`), and are reused only while their
+provenance (:mod:`.provenance`) and protocol hold and their predictions are the ones they were
+written with; otherwise they are recomputed and the log says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -33,11 +34,11 @@ from ..fusion.aggregation import LayerAggregation
 from ..hear import resolve_config
 from ..model import FusionModel
 from ..upstream import WeightsNotFoundError
-from . import heareval_layout, metrics, provenance
+from . import heareval_layout, metrics, predictions, provenance
 from .cache import SplitEmbeddings, embed_split_variants, embedding_key
 from .events import Postprocessing, choose_postprocessing, decode_events, postprocessing_options
 from .protocol import Fitted, ProbeFold, Protocol, Validator, aggregate, uses_scoring_for_early_stopping
-from .results import result_path
+from .results import SEEDS_KEY, result_path
 from .splits import SplitData, from_cache
 from .tasks import Fold, Task, TaskError, filter_tasks, load_task, select_tasks
 
@@ -52,6 +53,13 @@ class EvaluationSettings:
     protocol: Protocol = field(default_factory=Protocol)
     batch_seconds: float = 60.0
     progress: bool = True
+    #: Train the chosen candidate under this many seeds (the protocol's, then the next ones) and record
+    #: the scores of each (:func:`seed_spread`); the reported score stays the protocol seed's.
+    training_seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.training_seeds, bool) or not isinstance(self.training_seeds, int) or self.training_seeds < 1:
+            raise UsageError(f"training_seeds (--seeds) must be a positive integer, got {self.training_seeds!r}")
 
 
 def evaluate(
@@ -72,8 +80,21 @@ def evaluate(
     if dtype == "auto":
         log.info("--dtype auto: %s on %s", dtype_name(picked), settings.device)
     requested = dtype_name(picked) if dtype != "auto" else "auto"
-    jobs = [job for ref in models for job in model_jobs(resolve_config(ref), task_paths, settings, picked, requested)]
+    configs = [resolve_config(ref) for ref in models]
+    named: dict[str, str | FusionConfig] = {}
+    for ref, config in zip(models, configs):
+        if config.name in named:  # one results folder per name: each would recompute over the other's results
+            raise UsageError(
+                f"two models are named {config.name!r} ({_described(named[config.name])} and {_described(ref)}); "
+                "their results would overwrite each other: give one config another name"
+            )
+        named[config.name] = ref
+    jobs = [job for config in configs for job in model_jobs(config, task_paths, settings, picked, requested)]
     return execute(jobs, settings, on_ray)
+
+
+def _described(ref: str | FusionConfig) -> str:
+    return ref if isinstance(ref, str) else f"a config named {ref.name!r}"
 
 
 def model_jobs(
@@ -166,7 +187,9 @@ def _run(
     identity: Callable[[Task], dict],
     compute: Callable[[Task], dict],
 ) -> dict:
-    """One model x task: reuse the stored result if its provenance holds, else compute and store it."""
+    """One model x task: reuse the stored result if its provenance holds and its test predictions are
+    stored, else compute and store both (the predictions first: a result never names a file that is
+    not there)."""
     out = result_path(settings.results_dir, model_name, task_path.name, settings.protocol.probe)
     started = time.perf_counter()
     current: dict = {"protocol": settings.protocol.to_dict()}
@@ -176,14 +199,22 @@ def _run(
         previous = json.loads(out.read_text()) if out.is_file() else None
         if previous is not None and previous.get("status") == "ok":
             reasons = provenance.changes(previous.get("provenance"), current)
+            missing = predictions.stale(out, previous) if "test" in previous else None  # validation only: none
+            reasons += [missing] if missing else []
+            if len((previous.get(SEEDS_KEY) or {}).get("seeds", [None])) < settings.training_seeds:
+                reasons.append(f"the spread across {settings.training_seeds} training seeds was asked")
             if not reasons:
                 return previous
             log.info("recomputing %s on %s: %s", model_name, task_path.name, "; ".join(reasons))
         reason = settings.protocol.not_applicable(task.embedding_type)
+        origin = {"task_suite": task.metadata.get("suite"), "task_sources": task.metadata.get("sources", [])}
         if reason is not None:  # said, and the other tasks go on
-            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason}
+            result = {"model": model_name, "task": task_path.name, "status": "skipped", "reason": reason, **origin}
         else:
-            result = {"model": model_name, "task": task_path.name, "status": "ok", **compute(task)}
+            result = {"model": model_name, "task": task_path.name, "status": "ok", **origin, **compute(task)}
+            tested = result.pop(predictions.KEY, None)
+            if tested is not None:
+                result[predictions.KEY] = predictions.write(out, tested)
         result["probe"] = settings.protocol.probe
     except WeightsNotFoundError:  # the model's problem, not the task's: no other task would fare better
         raise
@@ -213,9 +244,12 @@ def embed_task(
     task: Task,
     settings: EvaluationSettings,
     variants: Mapping[str, Sequence[LayerAggregation]] | None = None,
+    *,
+    scene_frames: bool = False,
 ) -> dict[str, list[SplitEmbeddings]]:
     """Every split of ``task`` into the cache, in the kit's memmap order, with a progress bar: for
-    ``model``, or for each of its variants (:func:`.cache.embed_split_variants`) from one pass."""
+    ``model``, or for each of its variants (:func:`.cache.embed_split_variants`) from one pass; a scene
+    task's scene frames instead of its embeddings with ``scene_frames``."""
     from tqdm import tqdm
 
     order = task.kit_file_order()
@@ -236,6 +270,7 @@ def embed_task(
                 files=order[split],
                 batch_seconds=settings.batch_seconds,
                 progress=bar.update,
+                scene_frames=scene_frames,
             )
             for split in task.splits
         }
@@ -259,20 +294,17 @@ def evaluate_task(model: FusionModel, task: Task, settings: EvaluationSettings) 
 
 def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSettings) -> dict:
     """Search the probe's candidates on the first split, fit the chosen one on every other split, test,
-    aggregate."""
+    aggregate. The result holds every fold's test predictions (:class:`.predictions.Predictions`) under
+    :data:`.predictions.KEY`; storing the result replaces them by the file they are written to."""
     protocol = settings.protocol
     probe = protocol.registered_probe
-    primary = metrics.METRICS[task.primary_metric]
     folds = task.folds()
-    started = time.perf_counter()
-    candidates = probe.search(_probe_fold(task, folds[0], data, settings), protocol)
-    # sort_grid_points: best validation value first, the earlier candidate on ties (a stable sort)
-    chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
-    grid_seconds = time.perf_counter() - started
+    chosen, candidates, grid_seconds = select_on_validation(task, data, settings)
 
     started = time.perf_counter()
     fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
     trained_folds = []
+    tested = []
     for fold in folds:
         trained = probe.fit(_probe_fold(task, fold, data, settings), chosen.params, protocol) if fold.index else chosen
         trained_folds.append(
@@ -285,25 +317,79 @@ def score_task(task: Task, data: dict[str, SplitData], settings: EvaluationSetti
                 "epochs_run": trained.epochs_run,
             }
         )
-        for name, value in _test_scores(task, data[fold.test], trained, settings.device).items():
+        scores, fold_predictions = _test_scores(task, fold.test, data[fold.test], trained, settings.device)
+        for name, value in scores.items():
             fold_scores[name].append(value)
+        tested.append(fold_predictions)
+    result = selection_record(task, chosen, candidates, settings, grid_seconds)
+    result["test"] = {name: aggregate(values) for name, values in fold_scores.items()}
+    result[predictions.KEY] = predictions.Predictions(task.embedding_type, task.labels, tuple(tested))
+    result["folds"] = trained_folds
+    result["timings"]["folds_s"] = time.perf_counter() - started
+    if settings.training_seeds > 1:
+        started = time.perf_counter()
+        result[SEEDS_KEY] = seed_spread(task, data, settings, chosen, fold_scores)
+        result["timings"]["seeds_s"] = time.perf_counter() - started
+    return result
+
+
+def select_on_validation(
+    task: Task, data: Mapping[str, SplitData], settings: EvaluationSettings
+) -> tuple[Fitted, list[Fitted], float]:
+    """The probe's candidates searched on the first split (only its training and validation splits are
+    read), the one chosen on validation, and the seconds the search took."""
+    primary = metrics.METRICS[task.primary_metric]
+    started = time.perf_counter()
+    candidates = settings.protocol.registered_probe.search(
+        _probe_fold(task, task.folds()[0], data, settings), settings.protocol
+    )
+    # sort_grid_points: best validation value first, the earlier candidate on ties (a stable sort)
+    chosen = max(enumerate(candidates), key=lambda pair: (_rank(pair[1], primary), -pair[0]))[1]
+    return chosen, candidates, time.perf_counter() - started
+
+
+def selection_record(
+    task: Task, chosen: Fitted, candidates: list[Fitted], settings: EvaluationSettings, grid_seconds: float
+) -> dict:
+    """What a result says about the choice on validation (a test adds its scores and folds)."""
+    probe = settings.protocol.registered_probe
     return {
         "metric": task.primary_metric,
-        "higher_is_better": primary.higher_is_better,
-        "test": {name: aggregate(values) for name, values in fold_scores.items()},
+        "higher_is_better": metrics.METRICS[task.primary_metric].higher_is_better,
         "validation_score": chosen.validation_score,
         "monitor": chosen.monitor,
         "selected_hyperparameters": chosen.params.to_dict(),
         "selected_event_postprocessing": chosen.postprocessing.to_dict() if chosen.postprocessing else None,
         "grid": [probe.describe(candidate) for candidate in candidates],
-        "folds": trained_folds,
-        "protocol": protocol.to_dict(),
+        "protocol": settings.protocol.to_dict(),
         "device": settings.device,
-        "timings": {"grid_s": grid_seconds, "folds_s": time.perf_counter() - started},
+        "timings": {"grid_s": grid_seconds},
     }
 
 
-def _probe_fold(task: Task, fold: Fold, data: dict[str, SplitData], settings: EvaluationSettings) -> ProbeFold:
+def seed_spread(
+    task: Task, data: dict[str, SplitData], settings: EvaluationSettings, chosen: Fitted, scores: dict[str, list]
+) -> dict:
+    """The chosen candidate trained again on every fold under ``settings.training_seeds - 1`` more seeds
+    (the protocol's seed + 1, + 2, ...) and tested: how much of a score is the luck of training's seed
+    (initialisation, dropout), which the test-set bootstrap does not see. ``scores``: the protocol
+    seed's fold scores per metric. Records each seed's score (the mean over folds) per metric."""
+    protocol = settings.protocol
+    by_seed = {name: [aggregate(values)["mean"]] for name, values in scores.items()}
+    seeds = [protocol.seed + offset for offset in range(settings.training_seeds)]
+    for seed in seeds[1:]:
+        seeded = replace(protocol, seed=seed)
+        fold_scores: dict[str, list[float]] = {name: [] for name in task.metrics}
+        for fold in task.folds():
+            trained = protocol.registered_probe.fit(_probe_fold(task, fold, data, settings), chosen.params, seeded)
+            for name, value in _test_scores(task, fold.test, data[fold.test], trained, settings.device)[0].items():
+                fold_scores[name].append(value)
+        for name, values in fold_scores.items():
+            by_seed[name].append(aggregate(values)["mean"])
+    return {"seeds": seeds, "test": by_seed}
+
+
+def _probe_fold(task: Task, fold: Fold, data: Mapping[str, SplitData], settings: EvaluationSettings) -> ProbeFold:
     """A fold as every probe sees it: its training rows, its validation split, and how a fit is judged
     there (the primary score, or the validation loss where the task turns scoring off)."""
     scoring = uses_scoring_for_early_stopping(task.metadata)
@@ -370,13 +456,18 @@ def _validator(task: Task, part: SplitData, options: list[Postprocessing]) -> Va
     return validate
 
 
-def _test_scores(task: Task, test: SplitData, trained: Fitted, device: str) -> dict[str, float]:
-    labels = list(task.labels)
+def _test_scores(
+    task: Task, split: str, test: SplitData, trained: Fitted, device: str
+) -> tuple[dict[str, float], predictions.FoldPredictions]:
+    """Every metric of the task on the test split, and the predictions they were computed from."""
     probabilities = trained.predict(test.x, _prediction_type(task), device)
     if task.embedding_type == "scene":
-        return {name: metrics.score(name, probabilities, test.y, label_vocabulary=labels) for name in task.metrics}
-    predicted = _events(test, probabilities, labels, trained.postprocessing)
-    return {name: metrics.score(name, predicted, test.references, label_vocabulary=labels) for name in task.metrics}
+        tested = predictions.FoldPredictions(split, tuple(test.files), probabilities, test.y)
+    else:
+        predicted = _events(test, probabilities, list(task.labels), trained.postprocessing)
+        references = {name: test.references.get(name, []) for name in test.files}
+        tested = predictions.FoldPredictions(split, tuple(test.files), predicted=predicted, references=references)
+    return {name: tested.score(name, list(task.labels)) for name in task.metrics}, tested
 
 
 def _json_safe(value):

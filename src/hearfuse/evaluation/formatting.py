@@ -46,6 +46,23 @@ def format_score(mean: float, std: float | None, metric: str) -> str:
     return text
 
 
+def format_interval(low: float, high: float, metric: str, signed: bool = False) -> str:
+    """``[55.0, 67.5]`` in the score's units (``[-6.0, +0.4]`` for a difference, ``signed``)."""
+    factor, decimals = metric_scale(metric)
+    sign = "+" if signed else ""
+    ends = [
+        f"{rounded(end * factor, decimals):{sign}.{decimals}f}" if math.isfinite(end) else str(end)
+        for end in (low, high)
+    ]
+    return f"[{ends[0]}, {ends[1]}]"
+
+
+def format_difference(value: float, metric: str) -> str:
+    """``-3.1`` / ``+0.4`` in the score's units."""
+    factor, decimals = metric_scale(metric)
+    return f"{rounded(value * factor, decimals):+.{decimals}f}" if math.isfinite(value) else str(value)
+
+
 def displayed_mean(mean: float, metric: str) -> float:
     factor, decimals = metric_scale(metric)
     return rounded(mean * factor, decimals)

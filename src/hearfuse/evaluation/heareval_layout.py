@@ -5,7 +5,8 @@ copies of ``task_metadata.json``, ``labelvocabulary.csv`` and ``<split>.json``, 
 ``<split>.embeddings.npy`` (a raw float32 memmap, not an .npy file), ``<split>.embedding-dimensions.json``
 (``[rows, width]``), ``<split>.target-labels.pkl`` (each row's labels) and, for event tasks,
 ``<split>.filename-timestamps.json`` (each row's ``[file path, timestamp ms]``). Rows are in the
-kit's shuffled file order, so training here reads them in exactly the kit's batch order.
+kit's shuffled file order, so training here reads them in exactly the kit's batch order; a scene
+row's clip is known from that order alone (checked against the row's labels).
 
 The label pickle is read with :mod:`pickle`: score only embedding folders you trust.
 """
@@ -63,6 +64,21 @@ def stamp(task: Task) -> dict[str, str]:
     return {split: files_stamp(task.path, _split_files(task, split)) for split in task.splits}
 
 
+def _scene_files(task: Task, split: str, labels: list, references: dict, where: str) -> list[str]:
+    """The clip of each row: the kit writes a scene split's rows in its shuffled file order
+    (:meth:`.tasks.Task.kit_file_order`); checked against each row's labels, since the test predictions
+    a result keeps (:mod:`.predictions`) name their clips."""
+    files = task.kit_file_order()[split]
+    if len(files) != len(labels) or any(
+        sorted(map(str, row)) != sorted(map(str, references[name])) for row, name in zip(labels, files)
+    ):
+        raise TaskError(
+            f"{where}: its rows are not the split file's {len(files)} clips in the kit's shuffled order "
+            "(heareval's task_embeddings writes them so)"
+        )
+    return files
+
+
 def read_split(task: Task, split: str):
     """One split's rows (memory-mapped), multi-hot targets, row groups per file and timestamps."""
     _split_files(task, split)
@@ -87,7 +103,9 @@ def read_split(task: Task, split: str):
             raise TaskError(f"{where}: row {row} has label {error.args[0]!r}, not in labelvocabulary.csv") from None
     references = task.split_labels(split)
     if task.embedding_type == "scene":
-        return SplitData(rows, y, [], np.zeros(0, np.int64), np.zeros(0, np.int64), None, references)
+        files = _scene_files(task, split, labels, references, where)
+        ones = np.ones(rows_count, np.int64)
+        return SplitData(rows, y, files, np.arange(rows_count, dtype=np.int64), ones, None, references)
     pairs = json.loads((task.path / f"{split}.filename-timestamps.json").read_text())
     if len(pairs) != rows_count:
         raise TaskError(f"{where}: {len(pairs)} filename-timestamps for {rows_count} rows")

@@ -140,22 +140,34 @@ def _member_jobs(
 def best_state(results: list[list[dict]]) -> int | None:
     """The state with the best mean rank over the tasks by *validation* score (the probe's chosen
     candidate on the first split); ties go to the lower state. None when no task scored."""
-    ranks: list[list[float]] = [[] for _ in results]
-    for task_index in range(len(results[0]) if results else 0):
-        scored = {}
-        for state, per_task in enumerate(results):
-            record = per_task[task_index]
-            value = record.get("validation_score")
-            if record.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value):
-                higher = record.get("higher_is_better", True) if record.get("monitor") == "score" else False
-                scored[state] = value if higher else -value
-        ordered = sorted(set(scored.values()), reverse=True)
-        for state, value in scored.items():
-            ranks[state].append(float(ordered.index(value)))
-    means = [sum(r) / len(r) if r else math.inf for r in ranks]
+    means = mean_ranks(results)
     if not means or min(means) == math.inf:
         return None
     return means.index(min(means))
+
+
+def mean_ranks(results: Sequence[Sequence[dict]]) -> list[float]:
+    """Each entry's mean over the tasks of its :func:`validation_ranks` (``results[entry][task]``); inf for
+    an entry no task scored."""
+    ranks: list[list[float]] = [[] for _ in results]
+    for task_index in range(len(results[0]) if results else 0):
+        for entry, rank in enumerate(validation_ranks([per_task[task_index] for per_task in results])):
+            if rank is not None:
+                ranks[entry].append(rank)
+    return [sum(r) / len(r) if r else math.inf for r in ranks]
+
+
+def validation_ranks(records: Sequence[dict]) -> list[float | None]:
+    """Dense ranks (0 = best; equal values share one) of results on one task by validation score, in the
+    direction of what was monitored (a loss is better lower); None where a result has no such score."""
+    scored = {}
+    for index, record in enumerate(records):
+        value = record.get("validation_score")
+        if record.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value):
+            higher = record.get("higher_is_better", True) if record.get("monitor") == "score" else False
+            scored[index] = value if higher else -value
+    ordered = sorted(set(scored.values()), reverse=True)
+    return [float(ordered.index(scored[index])) if index in scored else None for index in range(len(records))]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -414,6 +426,8 @@ __all__ = [
     "chosen_config",
     "learn_layer_weights",
     "learned_weights",
+    "mean_ranks",
     "state_view",
+    "validation_ranks",
     "write_outputs",
 ]

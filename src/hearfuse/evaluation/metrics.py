@@ -47,16 +47,41 @@ _EPS = float(np.spacing(1))  # sed_eval's eps in its rate denominators
 
 
 @dataclass(frozen=True)
+class Counts:
+    """How a score that is a function of counts summed over its items (clips, or audio files of events)
+    is computed: ``per_item(predictions, targets, label_vocabulary=..., **params)`` gives each item's
+    counts ``(items, k)`` and ``score`` the score of summed counts ``(..., k) -> (...)``. The metric's
+    own function is ``score`` of the sum, so a resample of the items (repeats counting again) is scored
+    exactly by summing its items' counts: how the bootstrap (:mod:`.uncertainty`) scores a thousand
+    resamples without matching events a thousand times."""
+
+    per_item: Callable[..., np.ndarray]
+    score: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
 class Metric:
-    """A HEAR score: ``fn`` with the parameters heareval gives it under ``name``."""
+    """A HEAR score: ``fn`` with the parameters heareval gives it under ``name``. For the bootstrap,
+    ``counts`` when the score is a function of per-item counts summed over the items, or ``weighted``
+    when it can score many resamples given as weights (how often each item was drawn) at once:
+    ``weighted(predictions, targets, weights (resamples, items), label_vocabulary=...) -> (resamples,)``,
+    ``fn`` being ``weighted`` with every weight 1."""
 
     name: str
     fn: Callable[..., float]
     higher_is_better: bool = True
     params: Mapping[str, Any] = field(default_factory=dict)
+    counts: Counts | None = None
+    weighted: Callable[..., np.ndarray] | None = None
 
     def __call__(self, predictions: Any, targets: Any, *, label_vocabulary: Sequence[str], **params: Any) -> float:
         return self.fn(predictions, targets, label_vocabulary=label_vocabulary, **{**self.params, **params})
+
+    def item_counts(self, predictions: Any, targets: Any, *, label_vocabulary: Sequence[str]) -> np.ndarray:
+        """Each item's counts ``(items, k)`` (:class:`Counts`), with this metric's parameters."""
+        if self.counts is None:
+            raise ValueError(f"{self.name} is not a function of per-item counts")
+        return self.counts.per_item(predictions, targets, label_vocabulary=label_vocabulary, **self.params)
 
     def rank(self, value: float | None) -> float:
         """Sort key of a score, larger is better and NaN (or None) worst: the one rule for "which score
@@ -95,28 +120,82 @@ def _ranking_arrays(
     return scores, truth.astype(bool)
 
 
-def top1_accuracy(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> float:
+def _hits_and_clips(hits: np.ndarray) -> np.ndarray:
+    return np.stack([hits, np.ones_like(hits)], axis=1).astype(np.int64)
+
+
+def _accuracy(counts: np.ndarray) -> np.ndarray:
+    """Accuracy of summed (hits, clips) counts."""
+    return counts[..., 0] / counts[..., 1]
+
+
+def top1_counts(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> np.ndarray:
+    """Per clip: (1 if the argmax is the target's, 1)."""
     scores, truth = _scene_arrays(predictions, targets, label_vocabulary)
-    return int(np.count_nonzero(scores.argmax(axis=1) == truth.argmax(axis=1))) / len(truth)
+    return _hits_and_clips(scores.argmax(axis=1) == truth.argmax(axis=1))
+
+
+def chroma_counts(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> np.ndarray:
+    """Per clip: (1 if the argmax is the target's mod 12, 1)."""
+    scores, truth = _scene_arrays(predictions, targets, label_vocabulary)
+    return _hits_and_clips(scores.argmax(axis=1) % 12 == truth.argmax(axis=1) % 12)
+
+
+def top1_accuracy(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> float:
+    return float(_accuracy(top1_counts(predictions, targets, label_vocabulary=label_vocabulary).sum(axis=0)))
 
 
 def chroma_accuracy(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> float:
     """Top-1 accuracy forgiving octave errors: class indices are compared mod 12, as in heareval."""
-    scores, truth = _scene_arrays(predictions, targets, label_vocabulary)
-    return int(np.count_nonzero(scores.argmax(axis=1) % 12 == truth.argmax(axis=1) % 12)) / len(truth)
+    return float(_accuracy(chroma_counts(predictions, targets, label_vocabulary=label_vocabulary).sum(axis=0)))
 
 
-def _average_precision(positive: np.ndarray, score: np.ndarray) -> float:
-    """scikit-learn's AP: sum over distinct thresholds of recall gain times precision."""
-    order = np.argsort(-score, kind="stable")
-    score, positive = score[order], positive[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]
-    true_positives = np.cumsum(positive)[last_of_tie]
-    if true_positives[-1] == 0:
-        return 0.0
-    precision = true_positives / (last_of_tie + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+def _average_precisions(truth: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """scikit-learn's AP of every class (sum over distinct thresholds of recall gain times precision)
+    for each row of ``weights`` (resamples, items): the items counted as often as their weight (0
+    leaves one out); ``(resamples, classes)``.
+
+    Only thresholds where some positive sits add to AP, so per class each item is assigned to the
+    first such threshold at or below it: one sparse product sums every resample's weights per
+    threshold for all classes at once, and cumulative sums give the true positives and the items
+    counted at each. A class without a positive target scores 0."""
+    n, classes = scores.shape
+    counted_at, positive_at = ([], []), ([], [])  # (items, thresholds) of two indicators, thresholds ascending
+    spans = []
+    first = 0
+    for column, positive in zip(np.ascontiguousarray(scores.T), np.ascontiguousarray(truth.T)):
+        order = np.argsort(-column, kind="stable")
+        group = np.r_[0, np.cumsum(np.diff(column[order]) != 0)]  # tie groups in rank order
+        positive = positive[order]
+        thresholds = np.unique(group[positive])
+        slot = np.searchsorted(thresholds, group)  # the first threshold at or below each item
+        below = slot < len(thresholds)
+        counted_at[0].append(order[below])
+        counted_at[1].append(first + slot[below])
+        positive_at[0].append(order[positive])
+        positive_at[1].append(first + slot[positive])
+        spans.append(range(first, first + len(thresholds)))
+        first += len(thresholds)
+    weights = np.asarray(weights, dtype=np.float64)  # sums of counts: exact
+
+    def per_threshold(indicator: tuple[list, list]) -> np.ndarray:
+        items, thresholds = np.concatenate(indicator[0]), np.concatenate(indicator[1])
+        starts = np.r_[0, np.cumsum(np.bincount(thresholds, minlength=first))]  # already grouped by threshold
+        matrix = csr_matrix((np.ones(len(items)), items, starts), shape=(first, n))
+        return np.asarray(matrix @ weights.T).T  # (resamples, thresholds)
+
+    counted, gained = per_threshold(counted_at), per_threshold(positive_at)
+    ap = np.zeros((len(weights), classes))
+    for c, span in enumerate(spans):
+        if not len(span):
+            continue
+        true_positives = np.cumsum(gained[:, span.start : span.stop], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # thresholds whose items were all left out: 0/0
+            precision = true_positives / np.cumsum(counted[:, span.start : span.stop], axis=1)
+            recall = true_positives / true_positives[:, -1:]
+        terms = np.where(gained[:, span.start : span.stop] > 0, np.diff(recall, axis=1, prepend=0.0) * precision, 0.0)
+        ap[:, c] = np.where(true_positives[:, -1] > 0, terms.sum(axis=1), 0.0)
+    return ap
 
 
 def _roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
@@ -129,9 +208,17 @@ def _roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def mean_average_precision(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> float:
+def weighted_mean_average_precision(
+    predictions: ArrayLike, targets: ArrayLike, weights: np.ndarray, *, label_vocabulary: Sequence[str]
+) -> np.ndarray:
+    """mAP of each row of ``weights`` (resamples, items)."""
     scores, truth = _ranking_arrays(predictions, targets, label_vocabulary)
-    return float(np.mean([_average_precision(truth[:, c], scores[:, c]) for c in range(scores.shape[1])]))
+    return _average_precisions(truth, scores, weights).mean(axis=1)
+
+
+def mean_average_precision(predictions: ArrayLike, targets: ArrayLike, *, label_vocabulary: Sequence[str]) -> float:
+    ones = np.ones((1, len(np.asarray(targets))), dtype=np.int64)
+    return float(weighted_mean_average_precision(predictions, targets, ones, label_vocabulary=label_vocabulary)[0])
 
 
 def _class_aucs(predictions: ArrayLike, targets: ArrayLike, label_vocabulary: Sequence[str]) -> np.ndarray:
@@ -192,6 +279,40 @@ def _hits(ref: _Events, est: _Events, t_collar: float, evaluate_offset: bool, pe
     return hits
 
 
+def _check_event_params(t_collar: float, percentage_of_length: float) -> None:
+    if t_collar <= 0 or not 0 <= percentage_of_length <= 1:
+        raise ValueError("need t_collar > 0 and 0 <= percentage_of_length <= 1")
+
+
+def event_counts(
+    predictions: EventsByFile,
+    targets: EventsByFile,
+    *,
+    label_vocabulary: Sequence[str],
+    t_collar: float,
+    evaluate_offset: bool,
+    percentage_of_length: float = 0.5,
+) -> np.ndarray:
+    """Per file of the predictions: (matched pairs, reference events, estimated events)."""
+    _check_event_params(t_collar, percentage_of_length)
+    counts = np.zeros((len(predictions), 3), dtype=np.int64)
+    for row, (file_id, estimated) in enumerate(predictions.items()):
+        ref, est = _events(targets.get(file_id, ())), _events(estimated)
+        counts[row] = _hits(ref, est, t_collar, evaluate_offset, percentage_of_length), len(ref.labels), len(est.labels)
+    return counts
+
+
+def _f_measure(counts: np.ndarray) -> np.ndarray:
+    """F of summed (hits, references, estimates): NaN without estimates or without references, 0 when
+    precision and recall are both 0."""
+    hits, references, estimates = counts[..., 0], counts[..., 1], counts[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(estimates > 0, hits / estimates, math.nan)
+        recall = np.where(references > 0, hits / references, math.nan)
+        f = 2.0 * precision * recall / (precision + recall)
+    return np.where((precision == 0) & (recall == 0), 0.0, f)
+
+
 def event_f_measure(
     predictions: EventsByFile,
     targets: EventsByFile,
@@ -205,19 +326,15 @@ def event_f_measure(
 
     ``label_vocabulary`` is unused, as in sed_eval's overall score: labels only need to be equal.
     """
-    if t_collar <= 0 or not 0 <= percentage_of_length <= 1:
-        raise ValueError("need t_collar > 0 and 0 <= percentage_of_length <= 1")
-    n_hits = n_ref = n_est = 0
-    for file_id, estimated in predictions.items():
-        ref, est = _events(targets.get(file_id, ())), _events(estimated)
-        n_ref += len(ref.labels)
-        n_est += len(est.labels)
-        n_hits += _hits(ref, est, t_collar, evaluate_offset, percentage_of_length)
-    precision = n_hits / n_est if n_est else math.nan
-    recall = n_hits / n_ref if n_ref else math.nan
-    if precision == 0 and recall == 0:
-        return 0.0
-    return 2.0 * precision * recall / (precision + recall)
+    counts = event_counts(
+        predictions,
+        targets,
+        label_vocabulary=label_vocabulary,
+        t_collar=t_collar,
+        evaluate_offset=evaluate_offset,
+        percentage_of_length=percentage_of_length,
+    )
+    return float(_f_measure(counts.sum(axis=0)))
 
 
 def _segment_roll(
@@ -239,22 +356,23 @@ def _segment_roll(
     return roll
 
 
-def segment_error_rate(
+def segment_counts(
     predictions: EventsByFile,
     targets: EventsByFile,
     *,
     label_vocabulary: Sequence[str],
     time_resolution: float = 1.0,
-) -> float:
-    """sed_eval's overall segment-based error rate: per segment, S = min(Nref, Nsys) - Ntp,
-    D = max(0, Nref - Nsys), I = max(0, Nsys - Nref); each file lasts until its last offset."""
+) -> np.ndarray:
+    """Per file of the predictions: (substitutions, deletions, insertions, active reference labels) over
+    its segments; per segment, S = min(Nref, Nsys) - Ntp, D = max(0, Nref - Nsys), I = max(0, Nsys - Nref);
+    each file lasts until its last offset."""
     if time_resolution <= 0:
         raise ValueError("time_resolution must be > 0")
     column: dict[str | None, int] = {}
     for i, label in enumerate(label_vocabulary):
         column.setdefault(label, i)
-    subs = deletions = insertions = n_ref = 0
-    for file_id, estimated in predictions.items():
+    counts = np.zeros((len(predictions), 4), dtype=np.int64)
+    for row, (file_id, estimated) in enumerate(predictions.items()):
         ref, est = _events(targets.get(file_id, ())), _events(estimated)
         length = max(0.0, ref.offset.max(initial=0.0), est.offset.max(initial=0.0))
         n_segments = math.ceil(length / time_resolution)
@@ -262,30 +380,67 @@ def segment_error_rate(
         est_roll = _segment_roll(est, column, time_resolution, n_segments)
         ref_active, est_active = ref_roll.sum(axis=1), est_roll.sum(axis=1)
         both = (ref_roll & est_roll).sum(axis=1)
-        subs += int((np.minimum(ref_active, est_active) - both).sum())
-        deletions += int(np.maximum(0, ref_active - est_active).sum())
-        insertions += int(np.maximum(0, est_active - ref_active).sum())
-        n_ref += int(ref_active.sum())
-    return float(subs / (n_ref + _EPS) + deletions / (n_ref + _EPS) + insertions / (n_ref + _EPS))
+        counts[row] = (
+            (np.minimum(ref_active, est_active) - both).sum(),
+            np.maximum(0, ref_active - est_active).sum(),
+            np.maximum(0, est_active - ref_active).sum(),
+            ref_active.sum(),
+        )
+    return counts
+
+
+def _error_rate(counts: np.ndarray) -> np.ndarray:
+    """(S + D + I) / N of summed counts, each rate divided by ``N + eps`` as sed_eval does."""
+    references = counts[..., 3] + _EPS
+    return counts[..., 0] / references + counts[..., 1] / references + counts[..., 2] / references
+
+
+def segment_error_rate(
+    predictions: EventsByFile,
+    targets: EventsByFile,
+    *,
+    label_vocabulary: Sequence[str],
+    time_resolution: float = 1.0,
+) -> float:
+    """sed_eval's overall segment-based error rate (:func:`segment_counts`)."""
+    counts = segment_counts(predictions, targets, label_vocabulary=label_vocabulary, time_resolution=time_resolution)
+    return float(_error_rate(counts.sum(axis=0)))
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("top1_acc", top1_accuracy),
-        Metric("pitch_acc", top1_accuracy),
-        Metric("chroma_acc", chroma_accuracy),
-        Metric("mAP", mean_average_precision),
+        Metric("top1_acc", top1_accuracy, counts=Counts(top1_counts, _accuracy)),
+        Metric("pitch_acc", top1_accuracy, counts=Counts(top1_counts, _accuracy)),
+        Metric("chroma_acc", chroma_accuracy, counts=Counts(chroma_counts, _accuracy)),
+        Metric("mAP", mean_average_precision, weighted=weighted_mean_average_precision),
         Metric("d_prime", d_prime),
         Metric("aucroc", aucroc),
-        Metric("event_onset_200ms_fms", event_f_measure, params={"t_collar": 0.2, "evaluate_offset": False}),
-        Metric("event_onset_50ms_fms", event_f_measure, params={"t_collar": 0.05, "evaluate_offset": False}),
+        Metric(
+            "event_onset_200ms_fms",
+            event_f_measure,
+            params={"t_collar": 0.2, "evaluate_offset": False},
+            counts=Counts(event_counts, _f_measure),
+        ),
+        Metric(
+            "event_onset_50ms_fms",
+            event_f_measure,
+            params={"t_collar": 0.05, "evaluate_offset": False},
+            counts=Counts(event_counts, _f_measure),
+        ),
         Metric(
             "event_onset_offset_50ms_20perc_fms",
             event_f_measure,
             params={"t_collar": 0.05, "evaluate_offset": True, "percentage_of_length": 0.2},
+            counts=Counts(event_counts, _f_measure),
         ),
-        Metric("segment_1s_er", segment_error_rate, higher_is_better=False, params={"time_resolution": 1.0}),
+        Metric(
+            "segment_1s_er",
+            segment_error_rate,
+            higher_is_better=False,
+            params={"time_resolution": 1.0},
+            counts=Counts(segment_counts, _error_rate),
+        ),
     )
 }
 """Every HEAR 2021 score by its task-metadata name."""

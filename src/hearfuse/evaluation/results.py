@@ -5,11 +5,17 @@ One JSON file per (model, task, probe)::
 
     RESULTS_DIR/<model>/<task>.json            the kit's MLP
     RESULTS_DIR/<model>/<task>.<probe>.json    any other probe (linear, knn, ...): one table each
+    RESULTS_DIR/<model>/<task>[.<probe>].predictions.npz
+                                               the test predictions it was scored from (:mod:`.predictions`)
 
     {"model": "fusion_cat_xwc", "task": "gm_pitch-v1-full", "status": "ok" | "failed" | "skipped",
      "error": "message when failed", "metric": "pitch_acc", "higher_is_better": true,
      "test": {"pitch_acc": {"mean": 0.871, "std": 0.012, "folds": [0.86, 0.88]}, ...},
+     "training_seeds": {"seeds": [42, 43, 44], "test": {"pitch_acc": [0.871, 0.866, 0.874], ...}},
      ...}
+
+``training_seeds`` only when ``hearfuse evaluate --seeds N`` asked for the spread across training
+seeds: each seed's score (mean over folds), the first being the reported one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from .protocol import KIT_PROBE, PROBES
 #: The folder of a results directory where ``hearfuse layers`` keeps its views' results and its tables:
 #: not ``<model>/<task>.json`` records of ``hearfuse evaluate`` (one report each).
 LAYERS_FOLDER = "layers"
+#: The folder where ``hearfuse plan`` keeps its candidates' scores, its tables and the configs it chose.
+PLAN_FOLDER = "plan"
+#: A result's scores under several training seeds (``hearfuse evaluate --seeds``).
+SEEDS_KEY = "training_seeds"
 _REQUIRED_KEYS = ("model", "task", "status")
 _STATUSES = ("ok", "failed", "skipped")
 
@@ -42,7 +52,8 @@ def load_results(results_dir: str | Path) -> list[dict]:
     """Read every ``<model>/<task>.json`` under ``results_dir``, sorted by (model, task).
 
     Files that do not end in ``.json`` (and hidden files such as editors' or writers'
-    temporaries), and the :data:`LAYERS_FOLDER` of ``hearfuse layers``, are skipped. A file
+    temporaries), and the :data:`LAYERS_FOLDER` of ``hearfuse layers`` and :data:`PLAN_FOLDER` of ``hearfuse
+    plan``, are skipped. A file
     that is not valid JSON, is not a JSON object, lacks
     ``model``/``task``/``status``, has an unknown status, or (for ``status == "ok"``) lacks
     ``metric`` or the ``test`` scores raises ``ValueError`` naming the file. Two files for the
@@ -56,7 +67,7 @@ def load_results(results_dir: str | Path) -> list[dict]:
     for path in sorted(root.glob("*/*.json")):
         if path.name.startswith(".") or path.parent.name.startswith(".") or not path.is_file():
             continue
-        if path.parent.name == LAYERS_FOLDER:
+        if path.parent.name in (LAYERS_FOLDER, PLAN_FOLDER):
             continue
         record = _read_record(path)
         key = (record["model"], record["task"], probe_of(record))

@@ -267,6 +267,9 @@ def _read_vocabulary(path: Path, problems: list[str]) -> list[str]:
 
 
 def _format(path: Path, problems: list[str]) -> str:
+    """One line for one problem; a list, one problem a line, for several."""
+    if len(problems) == 1:
+        return f"malformed task {path}: {problems[0]}"
     return f"malformed task {path}:\n  - " + "\n  - ".join(problems)
 
 

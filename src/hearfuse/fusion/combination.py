@@ -29,3 +29,20 @@ def average(features: Sequence[Tensor]) -> Tensor:
     if len(shapes) != 1:
         raise ValueError(f"averaging needs members of equal shape, got {sorted(shapes)}; align features first")
     return torch.stack(list(features)).mean(dim=0)
+
+
+#: Frames whose block has (almost) no spread keep it at zero instead of blowing rounding noise up.
+_TINY_NORM = 1e-12
+
+
+def equal_blocks(features: Sequence[Tensor]) -> list[Tensor]:
+    """Each member's block ``(…, C_i)`` centred over its features and scaled to unit norm, row by row (a
+    frame, or a scene group): standardised per row, then divided by ``sqrt(C_i)``. Every member then weighs
+    the same in a concatenation or an average, whatever its width or the scale of its activations. A probe
+    that standardises every input column (the linear probe) undoes per-column scales but not this per-row
+    one; one that does not (the kit's MLP, kNN) sees the blocks at equal norm."""
+    blocks = []
+    for block in features:
+        centred = block - block.mean(dim=-1, keepdim=True)
+        blocks.append(centred / centred.norm(dim=-1, keepdim=True).clamp_min(_TINY_NORM))
+    return blocks

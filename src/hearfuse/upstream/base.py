@@ -99,6 +99,49 @@ class Upstream(nn.Module, ABC):
         return states
 
 
+class SceneFrames(Upstream):
+    """Another upstream's scene frames as its (timestamp) frames: the same network and states, on the
+    grid its ``scene=True`` runs use (CREPE's coarser scene hop; the same grid for most families). A
+    model built on it returns, as timestamp embeddings, the frames its scene embeddings pool."""
+
+    _SHARED = (
+        "sample_rate",
+        "num_states",
+        "feature_dim",
+        "context_dependent",
+        "receptive_field",
+        "max_input_samples",
+        "windows_itself",
+        "expects_normalized_waveform",
+        "mixed_lengths",
+    )
+
+    def __init__(self, inner: Upstream):
+        super().__init__()
+        self.inner = inner
+        for name in self._SHARED:
+            setattr(self, name, getattr(inner, name))
+        self.hop_samples = inner.frame_hop_samples(scene=True)
+
+    def frame_centers_ms(self, num_samples: int, *, scene: bool = False) -> Tensor:
+        return self.inner.frame_centers_ms(num_samples, scene=True)
+
+    def frame_hop_samples(self, *, scene: bool = False) -> int | float:
+        return self.inner.frame_hop_samples(scene=True)
+
+    def visit_states(
+        self,
+        audio: Tensor,
+        visit: StateVisitor,
+        *,
+        scene: bool = False,
+        needed: Collection[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> None:
+        options = {} if lengths is None else {"lengths": lengths}
+        self.inner.visit_states(audio, visit, scene=True, needed=needed, **options)
+
+
 def centered_frame_count(num_samples: int, hop: int, first_center: int) -> int:
     """Frames whose centres ``first_center + j * hop`` lie within the clip (at least one)."""
     if num_samples <= first_center:
