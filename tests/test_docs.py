@@ -45,7 +45,8 @@ def built_site() -> Path:
 def test_the_documentation_builds_without_a_warning(built_site):
     pages = {path.relative_to(built_site).as_posix() for path in built_site.rglob("*.html")}
     expected = {"index.html", "getting-started.html", "tutorial/add-a-family.html", "api/hear.html"}
-    expected |= {f"guide/{name}.html" for name in ("command-line", "presets", "evaluation", "real-models", "suites")}
+    guide = ("command-line", "presets", "evaluation", "plan", "real-models", "suites")
+    expected |= {f"guide/{name}.html" for name in guide}
     expected |= {f"results/{name}.html" for name in ("performance", "suites", "heareval", "probes", "layers")}
     assert expected <= pages
 
@@ -62,6 +63,10 @@ def test_the_tables_from_the_code_are_in_the_pages(built_site):
     for command in COMMANDS:
         assert f"usage: hearfuse {command.__name__.rsplit('.', 1)[1]}" in options
     assert "--store-dtype" in options and "--write-config" in options
+    assert "usage: hearfuse plan" in options and "--resamples" in options and "--baseline" in options
+    assert "Writes RESULTS/&lt;model&gt;/&lt;task&gt;.json" in options, "a <placeholder> in help was read as HTML"
+    api = (built_site / "api" / "evaluation.html").read_text()
+    assert 'id="hearfuse.evaluation.uncertainty.compare"' in api and 'id="hearfuse.evaluation.plan.run_plan"' in api
 
 
 def test_a_broken_reference_fails_the_build_and_a_reexported_name_links(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import re
 
 from docutils import nodes
 from sphinx.util import logging
@@ -23,8 +24,15 @@ from sphinx.util.docutils import SphinxDirective
 logger = logging.getLogger(__name__)
 
 
+def _plain(text: str) -> str:
+    """Help text as Markdown that shows it as written: a ``<`` outside a code span starts no HTML tag
+    (``RESULTS/<model>/<task>.json``)."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(part if part.startswith("`") else part.replace("<", "\\<") for part in parts)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _plain(text).replace("|", "\\|").replace("\n", " ")
 
 
 def families_table() -> str:
@@ -101,7 +109,7 @@ def command_markdown(path: list[str]) -> str:
     """One command's description, usage, options table and examples (its epilog), as Markdown."""
     parser = command_parser(path)
     formatter = parser._get_formatter()
-    parts = [parser.description or "", "```text\n" + parser.format_usage().strip() + "\n```"]
+    parts = [_plain(parser.description or ""), "```text\n" + parser.format_usage().strip() + "\n```"]
     subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS and a not in subcommands]
