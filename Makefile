@@ -1,6 +1,7 @@
 # Set up:  make install   (virtual environment in .venv; `pip install -e .` into any environment also works)
 # Test:    make test
 # Demo:    make demo
+# Docs:    make docs   (docs/_build/html/index.html)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ MODELS ?= examples/crepe_tiny.toml
 REAL_MODELS ?= examples/whisper_crepe_ge2e_wakeword.toml
 PROBE ?= linear
 
-.PHONY: install system-deps test test-no-bf16 demo clean
+.PHONY: install system-deps test test-no-bf16 docs demo clean
 
 install: $(STAMP)
 
@@ -33,23 +34,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $(STAMP)
 
-# Debian programs the synthetic suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox) and the
-# packages whose recordings the recorded suite reads; apt-get runs only when something is missing.
+# Debian programs the synthetic suite renders with (fluidsynth + FluidR3 GM SoundFont, espeak-ng, sox), the
+# browser the documentation's test reads the built site in (chromium), and the packages whose recordings the
+# recorded suite reads; apt-get runs only when something is missing.
 RECORDED_PACKAGES := tuxpaint-stamps-default ktuberling-data klettres-data hydrogen-drumkits
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
-	    || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
+	    || ! command -v chromium >/dev/null || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends \
-	    fluidsynth fluid-soundfont-gm espeak-ng sox; fi
+	    fluidsynth fluid-soundfont-gm espeak-ng sox chromium; fi
 	@missing=$$(for package in $(RECORDED_PACKAGES); do \
 	    dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed || echo $$package; done); \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $$missing; fi
 
+# The tests build the documentation too (tests/test_docs.py, into docs/_build/html) and read it in Chromium.
 test: install system-deps
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/python -m pytest -q
+
+# The documentation, every warning an error (a broken reference or link, a page in no table of contents).
+docs: install
+	$(BIN)/python -m sphinx -W --keep-going -E -b html -d docs/_build/doctrees docs docs/_build/html
 
 # The suite as a CPU without native bfloat16 runs it: oneDNN limited to AVX2 emulates bf16 (tens of
 # times slower than float32), which no test may turn into minutes.
@@ -68,4 +75,4 @@ demo: install system-deps
 	  --tasks $(DEMO)/recorded --results $(DEMO)/results --probe $(PROBE)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache $(DEMO)
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache $(DEMO) docs/_build

@@ -9,9 +9,9 @@ within the spread when it is at most the two spreads added.
 Why: ``hearfuse evaluate`` claims to reproduce the kit's protocol; on identical embeddings the two
 evaluators should differ by no more than the training noise both have.
 
-heareval itself is not a dependency: it runs in a scratch environment (see the README, "Checked against
-heareval"). Run: ``python -m benchmarks.heareval_comparison --kit KIT_DIR... --ours RESULTS_DIR...`` with
-one folder per seed; writes ``benchmarks/results/heareval_comparison.{json,md}``.
+heareval itself is not a dependency: it runs in a scratch environment (see docs/results/heareval.md).
+Run: ``python -m benchmarks.heareval_comparison --kit KIT_DIR... --ours RESULTS_DIR...`` with one folder per seed;
+writes ``benchmarks/results/heareval_comparison.{json,md}``.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def test_layers_scores_every_state_of_every_member(checkpoints, tmp_path):
 
 @pytest.mark.parametrize("example", ["hubert_whisper_crepe.toml", "w2vbert_ast_crepe.toml"])
 def test_the_examples_embed(example, checkpoints, tiny_checkpoints):
-    """The README's example configs, with tiny checkpoints standing in for the hub ones."""
+    """The example configs (docs/guide/families.md), with tiny checkpoints standing in for the hub ones."""
     from dataclasses import replace
     from pathlib import Path
 

@@ -21,7 +21,7 @@ STEPS = ["member_profile_cpu", "member_profile_cpu_conv-conv", "throughput_cpu",
 STEPS += ["memory_sweep_cpu", "feature_encoders_cpu"]
 
 #: The rehearsal takes about 2 minutes on 2 cores whether the CPU has native bfloat16 or emulates it
-#: (README, "Tests"); this limit leaves room for cores shared with other work.
+#: (docs/getting-started.md); this limit leaves room for cores shared with other work.
 REHEARSAL_LIMIT_S = 900
 
 

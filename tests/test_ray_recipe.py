@@ -1,6 +1,6 @@
-"""The README's two-machine Ray recipe, run as written from fresh homes: machine A (head and driver)
-and machine B (a second node), each with its own empty HOME, on loopback addresses 127.0.0.2 and
-127.0.0.3 inside a network and PID namespace of the test's own. Ray's servers listen on every
+"""The two-machine Ray recipe of the documentation (docs/guide/ray.md), run as written from fresh homes:
+machine A (head and driver) and machine B (a second node), each with its own empty HOME, on loopback addresses
+127.0.0.2 and 127.0.0.3 inside a network and PID namespace of the test's own. Ray's servers listen on every
 interface of a multi-node cluster; in that namespace every interface is a private loopback, and
 everything the recipe started ends with the namespace's first process.
 """
@@ -25,10 +25,10 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'hearfuse[r
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CREPE_TINY = str(ROOT / "examples" / "crepe_tiny.toml")
-README_HEAD, README_PORT = "10.0.0.1", "6379"
+RECIPE_HEAD, RECIPE_PORT = "10.0.0.1", "6379"
 HEAD, NODE_B, PORT = "127.0.0.2", "127.0.0.3", "6380"
 
-#: (machine, the README's line, what this one-machine run adds to it). The additions keep two Ray
+#: (machine, the recipe's line, what this one-machine run adds to it). The additions keep two Ray
 #: nodes small on 2 cores and name B's address, which a real machine B finds by itself.
 SMALL = " --num-cpus 1 --object-store-memory 100000000 --disable-usage-stats"
 RECIPE = [
@@ -36,38 +36,38 @@ RECIPE = [
     ("A", "ray get-auth-token --generate > /dev/null", ""),
     (
         "A",
-        f"ray start --head --node-ip-address {README_HEAD} --port {README_PORT}",
+        f"ray start --head --node-ip-address {RECIPE_HEAD} --port {RECIPE_PORT}",
         SMALL + " --include-dashboard false",
     ),
     ("B", "mkdir -p ~/.ray && scp 10.0.0.1:.ray/auth_token ~/.ray/auth_token", ""),
     ("B", "export RAY_AUTH_MODE=token", ""),
-    ("B", f"ray start --address {README_HEAD}:{README_PORT}", SMALL + f" --node-ip-address {NODE_B}"),
+    ("B", f"ray start --address {RECIPE_HEAD}:{RECIPE_PORT}", SMALL + f" --node-ip-address {NODE_B}"),
 ]
 
 
-def _readme_recipe() -> str:
-    text = (ROOT / "README.md").read_text()
+def _documented_recipe() -> str:
+    text = (ROOT / "docs" / "guide" / "ray.md").read_text()
     start = text.index("Two machines, A (10.0.0.1)")
     return text[start : text.index("How it works", start)]
 
 
-def test_every_line_of_the_recipe_is_in_the_readme():
-    recipe = _readme_recipe()
+def test_every_line_of_the_recipe_is_in_the_documentation():
+    recipe = _documented_recipe()
     for _, line, _ in RECIPE:
         assert line in recipe, line
-    assert f"--ray {README_HEAD}:{README_PORT}" in recipe and "ray stop" in recipe
+    assert f"--ray {RECIPE_HEAD}:{RECIPE_PORT}" in recipe and "ray stop" in recipe
 
 
 def _on_loopback(line: str, home_a: Path) -> str:
-    line = line.replace(f"{README_HEAD}:{README_PORT}", f"{HEAD}:{PORT}").replace(
-        f"--port {README_PORT}", f"--port {PORT}"
+    line = line.replace(f"{RECIPE_HEAD}:{RECIPE_PORT}", f"{HEAD}:{PORT}").replace(
+        f"--port {RECIPE_PORT}", f"--port {PORT}"
     )
-    line = line.replace(f"--node-ip-address {README_HEAD}", f"--node-ip-address {HEAD}")
+    line = line.replace(f"--node-ip-address {RECIPE_HEAD}", f"--node-ip-address {HEAD}")
     # B fetches A's token; on one machine, a copy from A's home is that step
-    return line.replace(f"scp {README_HEAD}:.ray/auth_token", f"cp {home_a}/.ray/auth_token")
+    return line.replace(f"scp {RECIPE_HEAD}:.ray/auth_token", f"cp {home_a}/.ray/auth_token")
 
 
-def test_the_readme_recipe_from_fresh_homes_runs_hearfuse_embed_on_two_nodes(tmp_path):
+def test_the_documented_recipe_from_fresh_homes_runs_hearfuse_embed_on_two_nodes(tmp_path):
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare (util-linux) and ip (iproute2) for a private network namespace")
     probe = subprocess.run(

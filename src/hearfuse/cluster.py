@@ -68,7 +68,7 @@ def connect(address: str | None = None) -> Iterator[None]:
 
 _HOST_PORT = re.compile(r"^(?P<host>[\w.\-]+|\[[0-9a-fA-F:.]+\]):(?P<port>\d+)$")
 
-#: What a client needs to join a cluster that authenticates (the README's recipe says the same).
+#: What a client needs to join a cluster that authenticates (the recipe in docs/guide/ray.md says the same).
 _GIVE_TOKEN = (
     "give this machine the cluster's token: export RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<token> or the head's "
     "~/.ray/auth_token copied to ~/.ray/auth_token (`ray get-auth-token` on the head prints it)"

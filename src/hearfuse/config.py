@@ -33,8 +33,8 @@ MemberWeighting = Literal["none", "equal"]
 #: Longest window a config may ask for (a day): far above any use, and finite arithmetic.
 MAX_WINDOW_SECONDS = 86400.0
 
-#: Default long-audio window, chosen from the deviation measurement in the README
-#: ("Long audio"); see ``benchmarks/window_deviation.py``.
+#: Default long-audio window, chosen from the deviation measurement in docs/guide/long-audio.md; see
+#: ``benchmarks/window_deviation.py``.
 DEFAULT_WINDOW = Windowing(window_seconds=30.0, context_seconds=5.0)
 
 

@@ -212,7 +212,7 @@ class FusionModel(nn.Module):
     #: On CUDA, let cuDNN time its convolution algorithms per input shape and keep the fastest
     #: (``torch.backends.cudnn.benchmark``, only while this model runs), for the convolutions still
     #: left to cuDNN (group-norm front ends; the others run as matrix products, upstream.conv_matmul;
-    #: README, "Performance"). Each new clip length is timed once: set this to False when
+    #: docs/results/performance.md). Each new clip length is timed once: set this to False when
     #: embedding many clips of all different lengths.
     cudnn_benchmark: bool = True
 

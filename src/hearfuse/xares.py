@@ -40,7 +40,7 @@ class HearfuseEncoder(nn.Module):
 
     def forward(self, audio: Tensor, sample_rate: int | None = None) -> Tensor:
         """``(batch, samples)`` (or ``(samples,)``) float audio in [-1, 1] at ``sample_rate`` (default:
-        :attr:`sampling_rate`; any other rate is resampled with soxr first) -> ``(batch, frames, output_dim)``
+        ``sampling_rate``; any other rate is resampled with soxr first) -> ``(batch, frames, output_dim)``
         float32. Integer PCM, an empty batch or clip, NaN or Inf is a ValueError that says so, before any
         resampling."""
         if isinstance(audio, Tensor) and audio.ndim == 1:

@@ -101,7 +101,7 @@ def checked_seeds(args: argparse.Namespace) -> int:
 
 def ray_option(command: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = command.add_argument_group(
-        "distributed (Ray)", "pip install 'hearfuse[ray]'; see README 'Beyond one machine'"
+        "distributed (Ray)", "pip install 'hearfuse[ray]'; see the documentation's 'Beyond one machine: Ray'"
     )
     group.add_argument(
         "--ray",

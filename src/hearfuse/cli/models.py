@@ -22,7 +22,9 @@ def add(commands) -> None:
         "--available", action="store_true", help="only the names of presets and real models whose weights are here"
     )
     models.add_argument(
-        "--markdown", action="store_true", help="the real models as the README's Markdown table (from the registry)"
+        "--markdown",
+        action="store_true",
+        help="the real models as a Markdown table (from the registry; the documentation shows it)",
     )
     models.set_defaults(run=run)
 
@@ -67,8 +69,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def presets_markdown_table() -> str:
+    """The presets as a Markdown table (the README's and the documentation's), every fact from the catalogue, the
+    registry and the published HEAR 2021 data: the paper's tables, the submission each reproduces, members and
+    sizes."""
+    from .. import catalogue, hear2021
+    from ..upstream import get_family
+
+    published = hear2021.load()
+    lines = [
+        "| preset | paper tables | HEAR 2021 submission it reproduces | members (aggregation) | combination | hop "
+        "| timestamp dim | scene dim |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    for name in catalogue.names():
+        config = catalogue.get(name)
+        row = catalogue.describe(config)
+        members = []
+        for member in config.members:
+            mode = member.aggregation.mode
+            if mode == "mean":
+                mode = f"mean of {get_family(member.family).checkpoints[member.checkpoint].num_states}"
+            checkpoint = (
+                f"`{member.checkpoint}`" if "/" in member.checkpoint else f"{member.family} `{member.checkpoint}`"
+            )
+            members.append(f"{checkpoint} ({mode})")
+        combination = "–"
+        if len(config.members) > 1:
+            combination = {"cat": "concatenate", "avg": "average"}[config.combine]
+            combination += " (interleaved)" if config.interleave else " (block)" if config.combine == "cat" else ""
+        if config.scene_groups > 1:
+            combination += f"; scene: {config.scene_groups} group means"
+        submission = published.reproduced_by(name)
+        lines.append(
+            f"| `{name}` | {row['tables'] or '–'} | {f'{submission.team} `{submission.name}`' if submission else '–'} "
+            f"| {' + '.join(members)} | {combination} | {row['hop_ms']:g} ms | {row['timestamp_embedding_size']} "
+            f"| {row['scene_embedding_size']} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_table(real: list[dict]) -> str:
-    """The README's table of real models: every fact from the registry's entries."""
+    """The table of real models (the documentation's): every fact from the registry's entries."""
     lines = [
         "| `--model` | family | states x width | hop / first centre | runs at | package (file) | licence "
         "| trained on |",

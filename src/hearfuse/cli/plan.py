@@ -33,7 +33,7 @@ def add(commands) -> None:
         "configs-<probe>/<task>.toml (the choice per task) and configs-<probe>/all_tasks.toml (best mean rank), "
         "which `hearfuse "
         "embed` and `evaluate` load; plan-<probe>.md/.json (candidates x tasks, test scores of what is reported) "
-        "with 95 %% intervals from a paired bootstrap over the test items and the choice's differences to the best "
+        "with 95 % intervals from a paired bootstrap over the test items and the choice's differences to the best "
         "single member and to the paper's recipe, and pareto-<probe>.png (score against the members' real-time "
         "factor and the width). Rerun to resume: "
         "stored scores are reused while their provenance holds.",

