@@ -8,12 +8,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from hearfuse.config import FusionConfig, MemberConfig
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
-from hearfuse.evaluation.linear import LogisticProblem, best_candidate, search
+from hearfuse.evaluation.linear import LogisticProblem, best_candidate, principal_axes, search
 from hearfuse.evaluation.metrics import METRICS
 from hearfuse.evaluation.protocol import L2_DECADES, L2_REFINEMENT, LinearParameters, Protocol
 
@@ -49,7 +50,7 @@ def _reference(x: np.ndarray, labels: np.ndarray, l2: float, fit_rows: int) -> L
     return LogisticRegression(C=1.0 / (l2 * fit_rows), tol=1e-10, max_iter=20000).fit(x, labels)
 
 
-@pytest.mark.parametrize("n, dims, classes", [(40, 5, 3), (300, 24, 4), (1200, 64, 6)])
+@pytest.mark.parametrize("n, dims, classes", [(40, 5, 3), (300, 24, 4), (1200, 64, 6), (60, 90, 4)])
 @pytest.mark.parametrize("l2", [1e-4, 1e-2, 1.0])
 def test_multiclass_probabilities_equal_scikit_learns_logistic_regression(n, dims, classes, l2):
     x, y = _data(n + dims, n, dims, classes)
@@ -63,7 +64,7 @@ def test_multiclass_probabilities_equal_scikit_learns_logistic_regression(n, dim
     np.testing.assert_allclose(predictor.predict(x[n // 2 :], "multiclass"), expected, atol=ATOL)
 
 
-@pytest.mark.parametrize("n, dims, labels", [(60, 6, 3), (400, 32, 5)])
+@pytest.mark.parametrize("n, dims, labels", [(60, 6, 3), (400, 32, 5), (40, 70, 3)])
 @pytest.mark.parametrize("l2", [1e-3, 1e-1])
 def test_multilabel_probabilities_are_one_scikit_learn_regression_per_label(n, dims, labels, l2):
     x, y = _data(7 * n, n, dims, labels, multilabel=True)
@@ -136,6 +137,22 @@ def test_an_event_tasks_frame_probe_agrees_with_scikit_learn_on_the_frame_matrix
             reference.predict_proba(scale(frames[2000:]))[:, 1],
             atol=ATOL,
         )
+
+
+def test_fewer_rows_than_columns_find_the_axes_from_the_gram_matrix():
+    """The span of 30 rows of 200 columns (rank 30 after centring: 29): the moment's eigenvectors found from
+    the (30, 30) Gram matrix are numpy's (D, D) eigenvectors above rounding, as a projector (eigenvectors
+    of repeated values are any basis of their space), orthonormal, eigenvalues equal."""
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((30, 200)) * rng.uniform(0.1, 3.0, 200)
+    rows -= rows.mean(0)
+    axes = principal_axes([torch.from_numpy(rows[:17]), torch.from_numpy(rows[17:])]).numpy()
+    values, vectors = np.linalg.eigh(rows.T @ rows / 30)
+    kept = vectors[:, values > values.max() * 200 * np.finfo(np.float64).eps]
+    assert axes.shape == kept.shape == (200, 29)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(29), atol=1e-12)
+    np.testing.assert_allclose(axes @ axes.T, kept @ kept.T, atol=1e-10)
+    np.testing.assert_allclose(np.diag(axes.T @ (rows.T @ rows / 30) @ axes), values[-29:], rtol=1e-10)
 
 
 def test_rows_read_in_chunks_give_the_same_optimum(monkeypatch):

@@ -296,14 +296,36 @@ class Point:
 
 def principal_axes(chunks) -> Tensor:
     """The eigenvectors ``(D, m)`` of the rows' second moment whose eigenvalues are above rounding (the
-    rows are standardised, so this is their correlation matrix)."""
-    moment, count = None, 0
+    rows are standardised, so this is their correlation matrix).
+
+    With fewer rows than columns (a scene task's clips against a wide fusion, or its 5 group means) the
+    axes lie in the rows' span, found from the ``(n, n)`` Gram matrix instead of the ``(D, D)`` moment:
+    an orthonormal basis of the span (QR of ``rows^T`` times the Gram's eigenvectors), then the moment's
+    eigenvectors within it. The same axes, at ``O(n^2 D)`` instead of ``O(D^3)`` (seconds for every
+    search of a 7,680-wide scene embedding)."""
+    chunks = list(chunks)
+    count = sum(len(rows) for rows in chunks)
+    width = chunks[0].shape[1] if chunks else 0
+    if 0 < count < width:
+        rows = torch.cat(chunks)
+        gram_values, gram_vectors = torch.linalg.eigh(rows @ rows.T)
+        span = gram_vectors[:, gram_values > _rounding_floor(gram_values, width)]
+        if not span.shape[1]:  # no variance at all
+            return rows.new_zeros(width, 0)
+        basis, _ = torch.linalg.qr(rows.T @ span)  # (D, r), orthonormal
+        projected = rows @ basis
+        values, vectors = torch.linalg.eigh(projected.T @ projected / count)
+        return (basis @ vectors[:, values > _rounding_floor(values, width)]).contiguous()
+    moment = None
     for rows in chunks:
         moment = rows.T @ rows if moment is None else moment + rows.T @ rows
-        count += len(rows)
     values, vectors = torch.linalg.eigh(moment / max(count, 1))
-    floor = float(values.max()) * len(values) * np.finfo(np.float64).eps
-    return vectors[:, values > floor].contiguous()
+    return vectors[:, values > _rounding_floor(values, width)].contiguous()
+
+
+def _rounding_floor(values: Tensor, width: int) -> float:
+    """Eigenvalues of a moment of ``width`` columns at or below this are rounding, not variance."""
+    return float(values.max()) * width * np.finfo(np.float64).eps
 
 
 def gradient_tolerance(l2: float, objective: float) -> float:
