@@ -20,6 +20,7 @@ from hearfuse.evaluation import plan as plan_module
 from hearfuse.evaluation import predictions
 from hearfuse.evaluation.charts import _pareto_front
 from hearfuse.evaluation.evaluate import EvaluationSettings, evaluate
+from hearfuse.evaluation.formatting import format_difference, format_interval, format_score
 from hearfuse.evaluation.plan import COMBINATIONS, Plan, Space, for_task, resolve_members
 from hearfuse.evaluation.protocol import Protocol
 from hearfuse.evaluation.results import result_path
@@ -438,3 +439,22 @@ def test_the_pareto_front_is_what_nothing_beats():
         beaten = any(c <= cost and r <= rank and (c, r) != (cost, rank) for c, r in points)
         first_of_equals = points.index((cost, rank)) == i
         assert (i in front) == (not beaten and first_of_equals), points[i]
+
+
+def test_the_benchmarks_plan_table_shows_every_tasks_reported_scores_and_differences(planned):
+    from benchmarks.plan_table import table
+
+    _, _, plan_json, _ = planned
+    text = table([plan_json])
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(plan_json["tasks"])
+    for task in plan_json["tasks"]:
+        (line,) = [line for line in lines if line.startswith(f"| {task['task']} (")]
+        for reported in plan_json["reported"]:
+            if reported["task"] == task["task"] and reported["row"] != "chosen for all tasks":
+                low, high = reported["interval"]
+                shown = f"{format_score(reported['test'][task['metric']]['mean'], None, task['metric'])} "
+                assert shown + format_interval(low, high, task["metric"]) in line
+        for entry in plan_json["comparisons"]:
+            if entry["task"] == task["task"] and entry["row"] == "chosen for the task":
+                assert format_difference(entry["difference"], entry["metric"]) in line
