@@ -155,6 +155,17 @@ def test_fewer_rows_than_columns_find_the_axes_from_the_gram_matrix():
     np.testing.assert_allclose(np.diag(axes.T @ (rows.T @ rows / 30) @ axes), values[-29:], rtol=1e-10)
 
 
+def test_rows_outnumbering_the_columns_only_in_a_later_chunk_are_streamed_into_the_moment():
+    """Two chunks held (40 rows of 50 columns), the third makes them more: the (D, D) moment of all 60."""
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((60, 50)) * rng.uniform(0.1, 3.0, 50)
+    axes = principal_axes(torch.from_numpy(rows[start : start + 20]) for start in (0, 20, 40)).numpy()
+    values, vectors = np.linalg.eigh(rows.T @ rows / 60)
+    assert axes.shape == (50, 50)
+    np.testing.assert_allclose(axes @ axes.T, vectors @ vectors.T, atol=1e-10)
+    np.testing.assert_allclose(np.diag(axes.T @ (rows.T @ rows / 60) @ axes), values, rtol=1e-10)
+
+
 def test_rows_read_in_chunks_give_the_same_optimum(monkeypatch):
     """The loss and gradient accumulated chunk by chunk are the whole batch's (memory bounded)."""
     import hearfuse.evaluation.linear as linear

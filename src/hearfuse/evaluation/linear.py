@@ -302,25 +302,31 @@ def principal_axes(chunks) -> Tensor:
     axes lie in the rows' span, found from the ``(n, n)`` Gram matrix instead of the ``(D, D)`` moment:
     an orthonormal basis of the span (QR of ``rows^T`` times the Gram's eigenvectors), then the moment's
     eigenvectors within it. The same axes, at ``O(n^2 D)`` instead of ``O(D^3)`` (seconds for every
-    search of a 7,680-wide scene embedding)."""
-    chunks = list(chunks)
-    count = sum(len(rows) for rows in chunks)
-    width = chunks[0].shape[1] if chunks else 0
-    if 0 < count < width:
-        rows = torch.cat(chunks)
-        gram_values, gram_vectors = torch.linalg.eigh(rows @ rows.T)
-        span = gram_vectors[:, gram_values > _rounding_floor(gram_values, width)]
-        if not span.shape[1]:  # no variance at all
-            return rows.new_zeros(width, 0)
-        basis, _ = torch.linalg.qr(rows.T @ span)  # (D, r), orthonormal
-        projected = rows @ basis
-        values, vectors = torch.linalg.eigh(projected.T @ projected / count)
-        return (basis @ vectors[:, values > _rounding_floor(values, width)]).contiguous()
-    moment = None
+    search of a 7,680-wide scene embedding). Rows are held only while they are fewer than the columns;
+    from then on they are streamed into the moment, chunk by chunk."""
+    held: list[Tensor] = []  # the rows while they are fewer than the columns
+    moment, count, width = None, 0, 0
     for rows in chunks:
-        moment = rows.T @ rows if moment is None else moment + rows.T @ rows
-    values, vectors = torch.linalg.eigh(moment / max(count, 1))
-    return vectors[:, values > _rounding_floor(values, width)].contiguous()
+        count, width = count + len(rows), rows.shape[1]
+        if moment is None and count < width:
+            held.append(rows)
+            continue
+        if moment is None:  # as many rows as columns now: the (D, D) moment, rows streamed from here on
+            moment = sum((part.T @ part for part in held), rows.new_zeros(width, width))
+            held = []
+        moment += rows.T @ rows
+    if moment is not None:
+        values, vectors = torch.linalg.eigh(moment / count)
+        return vectors[:, values > _rounding_floor(values, width)].contiguous()
+    rows = torch.cat(held)
+    gram_values, gram_vectors = torch.linalg.eigh(rows @ rows.T)
+    span = gram_vectors[:, gram_values > _rounding_floor(gram_values, width)]
+    if not span.shape[1]:  # no variance at all
+        return rows.new_zeros(width, 0)
+    basis, _ = torch.linalg.qr(rows.T @ span)  # (D, r), orthonormal
+    projected = rows @ basis
+    values, vectors = torch.linalg.eigh(projected.T @ projected / count)
+    return (basis @ vectors[:, values > _rounding_floor(values, width)]).contiguous()
 
 
 def _rounding_floor(values: Tensor, width: int) -> float:
