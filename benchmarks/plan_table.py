@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from hearfuse.evaluation.formatting import format_difference, format_interval, format_score, md_escape
+from hearfuse.evaluation.formatting import format_score_interval, md_escape
+from hearfuse.evaluation.plan_report import difference_text
 
 CHOICE, RECIPE, SINGLE = "chosen for the task", "the paper's recipe", "best single member"
 
@@ -48,21 +49,12 @@ def table(plans: list[dict]) -> str:
 def _score(reported: dict | None, metric: str, named: bool) -> str:
     if reported is None or reported.get("status") != "ok":
         return "–"
-    score = reported["test"][metric]
-    text = format_score(score["mean"], None, metric)
-    if "interval" in reported:
-        text += " " + format_interval(*reported["interval"], metric)
+    text = format_score_interval(reported["test"][metric]["mean"], None, metric, reported.get("interval"))
     return f"{text}<br>`{md_escape(reported['candidate'])}`" if named else text
 
 
 def _difference(entry: dict | None) -> str:
-    if entry is None or entry.get("difference") is None:
-        return "–"
-    text = format_difference(entry["difference"], entry["metric"])
-    if "low" in entry:
-        text += " " + format_interval(entry["low"], entry["high"], entry["metric"], signed=True)
-        return f"**{text}**" if entry["significant"] else text
-    return text
+    return "–" if entry is None or entry.get("difference") is None else difference_text(entry)
 
 
 def main() -> None:

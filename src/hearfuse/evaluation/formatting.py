@@ -63,6 +63,26 @@ def format_difference(value: float, metric: str) -> str:
     return f"{rounded(value * factor, decimals):+.{decimals}f}" if math.isfinite(value) else str(value)
 
 
+def format_score_interval(
+    mean: float, std: float | None, metric: str, interval: tuple[float, float] | None = None
+) -> str:
+    """``87.1 [80.2, 93.0]``: a score (:func:`format_score`) with its interval when it has one."""
+    text = format_score(mean, std, metric)
+    return text if interval is None else f"{text} {format_interval(*interval, metric)}"
+
+
+def format_difference_interval(
+    value: float, metric: str, interval: tuple[float, float] | None = None, significant: bool = False
+) -> str:
+    """``+3.1 [+0.4, +5.9]``: a difference with its interval when it has one, in bold (``**…**``) when
+    ``significant`` (its interval excludes 0)."""
+    text = format_difference(value, metric)
+    if interval is None:
+        return text
+    text += " " + format_interval(*interval, metric, signed=True)
+    return f"**{text}**" if significant else text
+
+
 def displayed_mean(mean: float, metric: str) -> float:
     factor, decimals = metric_scale(metric)
     return rounded(mean * factor, decimals)

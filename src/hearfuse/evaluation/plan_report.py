@@ -20,15 +20,15 @@ from ..files import write_text_atomic
 from .charts import pareto_chart
 from .formatting import (
     displayed_mean,
-    format_difference,
-    format_interval,
+    format_difference_interval,
     format_score,
+    format_score_interval,
     md_escape,
     metric_heading,
     score_of,
 )
 from .metrics import METRICS
-from .plan import Candidate, PlanResult, for_task
+from .plan import Candidate, PlanResult, Reported, for_task
 from .report import MISSING
 from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, Estimate, compare
 
@@ -167,7 +167,7 @@ def certainty(result: PlanResult, resamples: int = RESAMPLES) -> Certainty:
         return sure
     plan = result.plan
     for task in plan.tasks:
-        rows = {r.row: r for r in result.reported if r.task == task.name and r.result.get("status") == "ok"}
+        rows = _scored_rows(result, task.name)
         stored = {}
         for reported in rows.values():
             if reported.candidate in stored or (reported.candidate, task.name) in sure.unavailable:
@@ -191,13 +191,18 @@ def certainty(result: PlanResult, resamples: int = RESAMPLES) -> Certainty:
     return sure
 
 
+def _scored_rows(result: PlanResult, task: str) -> dict[str, Reported]:
+    """A task's reported rows that have a test score, by row."""
+    return {r.row: r for r in result.reported if r.task == task and r.result.get("status") == "ok"}
+
+
 def comparisons(result: PlanResult, sure: Certainty) -> list[dict]:
     """Per task, each choice's test score minus the best single member's and minus the paper's recipe's
     (in the metric's units), with the paired bootstrap's 95 % interval, whether it excludes 0, and per fold
     on a k-fold task; the plain difference where there are no intervals."""
     out = []
     for task in result.plan.tasks:
-        rows = {r.row: r for r in result.reported if r.task == task.name and r.result.get("status") == "ok"}
+        rows = _scored_rows(result, task.name)
         comparison = sure.by_task.get(task.name)
         for row in COMPARED:
             for baseline in BASELINES:
@@ -365,9 +370,8 @@ def _reported_table(result: PlanResult, tasks: list[str], sure: Certainty) -> st
 def _score_cell(mean: float, std: float | None, metric: str, sure: Certainty, candidate: str, task: str) -> str:
     """A test score as the tables show it, with its 95 % interval where there is one."""
     estimate = sure.score(candidate, task)
-    if estimate is None:
-        return format_score(mean, std, metric)
-    return f"{format_score(mean, std, metric)} {format_interval(estimate.interval.low, estimate.interval.high, metric)}"
+    interval = None if estimate is None else (estimate.interval.low, estimate.interval.high)
+    return format_score_interval(mean, std, metric, interval)
 
 
 def _bootstrap_note(sure: Certainty) -> str:
@@ -399,23 +403,22 @@ def _differences_markdown(differences: list[dict], tasks: list[str], sure: Certa
         shown = []
         for task in tasks:
             entry = cells.get((row, against, task))
-            shown.append(MISSING if entry is None or entry["difference"] is None else _difference_cell(entry))
+            shown.append(MISSING if entry is None or entry["difference"] is None else difference_text(entry))
         lines.append("| " + " | ".join([md_escape(f"{row} − {against}"), *shown]) + " |")
     folds = [d for d in differences if d.get("folds")]
     for entry in folds:
         each = ", ".join(
-            f"fold {i}: {_difference_cell(fold | {'metric': entry['metric']})}" for i, fold in enumerate(entry["folds"])
+            f"fold {i}: {difference_text(fold | {'metric': entry['metric']})}" for i, fold in enumerate(entry["folds"])
         )
         lines.append(f"\n{entry['task']}, {md_escape(entry['row'])} − {entry['against']}, per fold: {each}")
     return "\n".join(lines) + "\n"
 
 
-def _difference_cell(entry: dict) -> str:
-    text = format_difference(entry["difference"], entry["metric"])
-    if "low" not in entry:
-        return text
-    text += " " + format_interval(entry["low"], entry["high"], entry["metric"], signed=True)
-    return f"**{text}**" if entry["significant"] else text
+def difference_text(entry: dict) -> str:
+    """A :func:`comparisons` entry as the tables show it: the difference with its interval, bold when
+    significant (the bare difference where it has no interval)."""
+    interval = (entry["low"], entry["high"]) if "low" in entry else None
+    return format_difference_interval(entry["difference"], entry["metric"], interval, entry.get("significant", False))
 
 
 def _candidates_table(plan, table: dict, tasks: list[str]) -> str:

@@ -47,7 +47,15 @@ from pathlib import Path
 from ..errors import UsageError
 from . import predictions, published
 from .charts import bar_chart, published_chart
-from .formatting import displayed_mean, format_difference, format_interval, format_score, md_escape, score_of
+from .formatting import (
+    displayed_mean,
+    format_difference_interval,
+    format_interval,
+    format_score,
+    format_score_interval,
+    md_escape,
+    score_of,
+)
 from .protocol import KIT_PROBE, PROBES
 from .results import SEEDS_KEY, Column, by_probe, load_results, probe_of, result_grid, result_path
 from .uncertainty import CONFIDENCE, RESAMPLES, SEED, Comparison, Estimate, compare
@@ -397,11 +405,8 @@ def _interval_table(models, columns, comparisons, unavailable) -> str:
             comparison = comparisons.get(column.task)
             estimate = comparison.scores.get(model) if comparison else None
             if estimate is not None:
-                interval = estimate.interval
-                row.append(
-                    f"{format_score(estimate.value, None, column.metric)} "
-                    f"{format_interval(interval.low, interval.high, column.metric)}"
-                )
+                interval = (estimate.interval.low, estimate.interval.high)
+                row.append(format_score_interval(estimate.value, None, column.metric, interval))
             else:
                 row.append(NOT_AVAILABLE if (model, column.task) in unavailable else MISSING)
         lines.append("| " + " | ".join(row) + " |")
@@ -410,9 +415,7 @@ def _interval_table(models, columns, comparisons, unavailable) -> str:
 
 def _difference_cell(estimate: Estimate, metric: str) -> str:
     interval = estimate.interval
-    text = f"{format_difference(estimate.value, metric)} "
-    text += format_interval(interval.low, interval.high, metric, signed=True)
-    return f"**{text}**" if estimate.significant else text
+    return format_difference_interval(estimate.value, metric, (interval.low, interval.high), estimate.significant)
 
 
 def _difference_table(models, columns, comparisons, unavailable, role: str) -> str:
